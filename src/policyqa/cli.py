@@ -1,0 +1,215 @@
+"""The `policyqa` command line: wires the pipeline steps to commands and exit codes.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage or bad input; errors are one line on stderr
+(`--debug` adds the traceback).
+"""
+from __future__ import annotations
+
+import os
+
+# numpy's OpenBLAS threads spin against torch's on small machines and double encode time;
+# it must be set before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .embed import BUNDLED, ModelError
+from .indexer import CorpusError
+from .store import NoIndex, Store, StoreError
+
+PROG = "policyqa"
+
+
+class BadInput(Exception):
+    """Input that cannot be used as given (exit code 2)."""
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console()
+
+
+def corpus_option(f):
+    return click.option(
+        "--corpus", type=click.Path(path_type=Path), envvar="POLICYQA_CORPUS", default="corpus",
+        show_default=True, help="Corpus directory (env POLICYQA_CORPUS).",
+    )(f)
+
+
+def index_option(f):
+    return click.option(
+        "--index", "index_dir", type=click.Path(path_type=Path), envvar="POLICYQA_INDEX", default="index",
+        show_default=True, help="Index directory (env POLICYQA_INDEX).",
+    )(f)
+
+
+def write_json(obj) -> None:
+    sys.stdout.buffer.write((json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    sys.stdout.flush()
+
+
+def run_indexer(corpus: Path, index_dir: Path, model: str | None = None, full: bool = False):
+    from . import indexer
+    from .render import BuildProgress
+
+    with BuildProgress(_stderr_console()) as progress:
+        return indexer.update(corpus, index_dir, model_name=model, full=full, progress=progress)
+
+
+def open_or_build(corpus: Path, index_dir: Path) -> Store:
+    """The index, built first (and said so) when there is none yet."""
+    try:
+        return Store.open(index_dir)
+    except NoIndex:
+        if not corpus.is_dir():
+            raise CorpusError(f"no index in {index_dir} and no corpus directory {corpus} to build one from") from None
+        click.echo(f"No index in {index_dir}: building it from {corpus} first.", err=True)
+        report = run_indexer(corpus, index_dir)
+        click.echo(f"Indexed: {report.summary()}", err=True)
+        return Store.open(index_dir)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Answer questions about policy documents, with cited source passages."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.group()
+def index() -> None:
+    """Build and inspect the search index."""
+
+
+@index.command("build")
+@corpus_option
+@index_option
+@click.option("--model", default=None, help=f"sentence-transformers model id or directory [default: {BUNDLED}].")
+def index_build(corpus: Path, index_dir: Path, model: str | None) -> None:
+    """Rebuild the whole index from the corpus."""
+    report = run_indexer(corpus, index_dir, model=model, full=True)
+    click.echo(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks in {report.seconds:.1f} s"
+               + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
+
+
+@index.command("status")
+@corpus_option
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def index_status(corpus: Path, index_dir: Path, as_json: bool) -> None:
+    """Documents, chunks, model and size of the index."""
+    try:
+        store = Store.open(index_dir)
+    except NoIndex:
+        raise NoIndex(f"no index in {index_dir}; build it with `policyqa index build`") from None
+    meta = store.meta()
+    docs, chunks = store.counts()
+    status = {
+        "documents": docs,
+        "chunks": chunks,
+        "model": meta["model"],
+        "bytes": store.size_bytes(),
+        "built_at": meta["built_at"],
+        "skipped": store.skipped(),
+    }
+    if as_json:
+        write_json(status)
+        return
+    from rich.table import Table
+
+    from .render import plain
+
+    table = Table(show_header=False, box=None)
+    for key in ("documents", "chunks", "model", "bytes", "built_at"):
+        table.add_row(key, plain(str(status[key])))
+    table.add_row("index", plain(str(index_dir)))
+    for s in status["skipped"]:
+        table.add_row("skipped", plain(f"{s['doc']}: {s['reason']}"))
+    _stdout_console().print(table)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 50), help="Passages to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--explain", is_flag=True, help="Show each passage's component scores.")
+@corpus_option
+@index_option
+def ask(question: str, top_k: int, as_json: bool, explain: bool, corpus: Path, index_dir: Path) -> None:
+    """Answer QUESTION with the passages that support it."""
+    if not question.strip():
+        raise BadInput("the question is empty")
+    from .answer import ask as answer_question
+    from .search import Searcher
+
+    store = open_or_build(corpus, index_dir)
+    result = answer_question(Searcher(store), question.strip(), top_k)
+    if as_json:
+        from .render import answer_json
+
+        write_json(answer_json(result))
+        return
+    from .render import print_answer
+
+    print_answer(_stdout_console(), result, explain=explain)
+
+
+@cli.group()
+def model() -> None:
+    """Manage the embedding model."""
+
+
+@model.command("prepare")
+def model_prepare() -> None:
+    """Build the bundled model's sentence-transformers directory now (offline)."""
+    from .embed import prepare_bundled_model
+
+    click.echo(str(prepare_bundled_model(lambda m: click.echo(m, err=True))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("POLICYQA_DEBUG"))
+    try:
+        cli.main(args=args, prog_name=PROG, standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    except click.UsageError as exc:
+        return _fail(f"{exc.format_message()} (see `{PROG} --help`)", 2, debug)
+    except (BadInput, CorpusError) as exc:
+        return _fail(str(exc), 2, debug)
+    except (StoreError, ModelError) as exc:
+        return _fail(str(exc), 1, debug)
+    except KeyboardInterrupt:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # never a traceback for users, unless they ask for one
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, debug)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    first = message.strip().splitlines()[0] if message.strip() else "error"
+    click.echo(f"{PROG}: error: {first}", err=True)
+    return code

@@ -1,0 +1,181 @@
+"""Building and updating an index from a corpus directory.
+
+Owns: comparing the corpus with the index by content hash, deciding what to re-embed,
+and wiring load -> clean -> chunk -> embed -> store for the documents that changed.
+Embedding results are cached as they are produced, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import chunk as chunking
+from .clean import clean
+from .embed import BUNDLED, ModelError, PassageEncoder
+from .load import Unreadable, corpus_files, read_document, relative_name
+from .records import Chunk, Document
+from .store import Store, Upsert
+
+EMBED_BATCH = 64
+WRITER_WAIT_S = 60.0
+
+
+class CorpusError(Exception):
+    """The corpus directory cannot be used (bad input: exit code 2)."""
+
+
+@dataclass
+class Report:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks_embedded: int = 0
+    seconds: float = 0.0
+    chunks: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, removed {self.removed} "
+            f"({self.chunks_embedded} chunks embedded) in {self.seconds:.1f} s"
+        )
+
+
+class Progress:
+    """What the indexer tells its caller as it goes; the default says nothing."""
+
+    def reading(self, total_files: int) -> None: ...
+    def read_one(self, path: str) -> None: ...
+    def embedding(self, total_chunks: int) -> None: ...
+    def embedded(self, n: int) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+def search_text(title: str, c: Chunk) -> str:
+    """What is embedded for a chunk: its text in context, so that a question naming the
+    document's subject or region finds passages that do not repeat it."""
+    head = [title]
+    if c.section and not c.text.startswith(c.section):
+        head.append(c.section)
+    return "\n".join(head + [c.text])
+
+
+def embed_hash(fingerprint: str, text: str) -> str:
+    return hashlib.sha256(f"{fingerprint}\n{text}".encode()).hexdigest()
+
+
+def update(
+    corpus: Path,
+    index_dir: Path,
+    model_name: str | None = None,
+    full: bool = False,
+    progress: Progress | None = None,
+    writer_wait_s: float = WRITER_WAIT_S,
+) -> Report:
+    """Bring the index in line with the corpus. `full` re-reads and re-embeds everything
+    (and may change the model); otherwise only new and changed files are embedded."""
+    progress = progress or Progress()
+    started = time.monotonic()
+    if not corpus.is_dir():
+        raise CorpusError(f"corpus directory not found: {corpus}")
+    store = Store.create_or_open(index_dir)
+    try:
+        with store.writer_lock(writer_wait_s):
+            report = _update_locked(store, corpus, model_name, full, progress)
+    finally:
+        store.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _update_locked(store: Store, corpus: Path, model_name: str | None, full: bool, progress: Progress) -> Report:
+    current = store.model_info()
+    if current and model_name and model_name != current.name and not full:
+        raise ModelError(f"the index was built with {current.name}; use `policyqa index build --model` to change it")
+    name = model_name or (current.name if current else BUNDLED)
+    encoder: PassageEncoder | None = None
+    if full or not current:
+        encoder = PassageEncoder(name, progress.note)
+        model = encoder.info
+    else:
+        model = current
+
+    known = {} if full else store.document_hashes()
+    files = corpus_files(corpus)
+    progress.reading(len(files))
+    report = Report()
+    changed: list[Document] = []
+    present: set[str] = set()
+    for path in files:
+        rel = relative_name(path, corpus)
+        present.add(rel)
+        try:
+            doc = read_document(path, corpus)
+        except Unreadable as exc:
+            report.skipped[rel] = str(exc)
+            progress.warn(f"skipped {rel}: {exc}")
+            progress.read_one(rel)
+            continue
+        if known.get(rel) == doc.content_hash:
+            report.unchanged += 1
+        else:
+            changed.append(clean(doc))
+        progress.read_one(rel)
+    # A file that was indexed and can no longer be read keeps its last indexed version.
+    removed = [p for p in store.document_hashes() if p not in present] if not full else []
+
+    upserts = []
+    for doc in changed:
+        chunks = chunking.chunk_document(doc)
+        hashes = [embed_hash(model.fingerprint, search_text(doc.title, c)) for c in chunks]
+        upserts.append(Upsert(doc, chunks, hashes))
+        if doc.path in known:
+            report.updated += 1
+        else:
+            report.added += 1
+    report.removed = len(removed)
+
+    todo = _to_embed(store, upserts, fresh=full)
+    if todo:
+        encoder = encoder or PassageEncoder(model.name, progress.note)
+        if encoder.info.fingerprint != model.fingerprint:
+            raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
+        report.chunks_embedded = _embed(store, encoder, todo, progress)
+    if upserts or removed or full or store.generation() == 0 or report.skipped != _skipped(store):
+        store.commit(model, chunking.SETTINGS, upserts, removed, report.skipped, replace_all=full)
+    report.chunks = store.counts()[1]
+    return report
+
+
+def _skipped(store: Store) -> dict[str, str]:
+    return {s["doc"]: s["reason"] for s in store.skipped()}
+
+
+def _to_embed(store: Store, upserts: list[Upsert], fresh: bool) -> dict[str, str]:
+    """hash -> text for every chunk whose vector is not stored yet (all of them if fresh)."""
+    wanted = {}
+    for u in upserts:
+        for c, h in zip(u.chunks, u.embed_hashes):
+            wanted[h] = search_text(u.doc.title, c)
+    if not fresh:
+        for h in store.cached_vectors(wanted):
+            del wanted[h]
+    return wanted
+
+
+def _embed(store: Store, encoder: PassageEncoder, todo: dict[str, str], progress: Progress) -> int:
+    # Sorted by length so each batch pads little: this keeps build throughput at the
+    # model's raw encode throughput.
+    items = sorted(todo.items(), key=lambda kv: len(kv[1]))
+    progress.embedding(len(items))
+    for i in range(0, len(items), EMBED_BATCH):
+        batch = items[i:i + EMBED_BATCH]
+        vectors = encoder.passages([t for _, t in batch], batch_size=EMBED_BATCH)
+        store.cache_vectors([h for h, _ in batch], vectors)
+        progress.embedded(len(batch))
+    return len(items)
+

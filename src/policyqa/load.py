@@ -1,0 +1,89 @@
+"""Finding corpus files and decoding them into text.
+
+Owns: which files count as documents, how their bytes become text (UTF-8 first, then the
+detected legacy encoding), and the reasons a file is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .records import Document
+
+SUFFIXES = (".txt", ".md")
+MAX_BYTES = 20 * 1024 * 1024
+
+
+class Unreadable(Exception):
+    """A file that cannot become a document; the message is the reason shown to users."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    doc: str
+    reason: str
+
+
+def corpus_files(root: Path) -> list[Path]:
+    """Document files under `root`, recursively, in a stable order. Hidden files and
+    folders (editor swap files, .git) are not documents."""
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in SUFFIXES:
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def relative_name(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """Bytes -> (text with universal newlines, encoding name)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        text, encoding = raw[3:].decode("utf-8"), "utf-8-sig"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text, encoding = raw.decode("utf-16"), "utf-16"
+    else:
+        if b"\x00" in raw:
+            raise Unreadable("binary file (contains NUL bytes)")
+        try:
+            text, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = _decode_detected(raw)
+    # What open() in text mode returns, so offsets match what users read from the file.
+    return text.replace("\r\n", "\n").replace("\r", "\n"), encoding
+
+
+def _decode_detected(raw: bytes) -> tuple[str, str]:
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None:
+        raise Unreadable("unknown text encoding")
+    return str(best), best.encoding
+
+
+def read_document(path: Path, root: Path) -> Document:
+    """Read one file; raises Unreadable with a user-facing reason."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise Unreadable(f"larger than {MAX_BYTES // (1024 * 1024)} MB")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise Unreadable(f"cannot read: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise Unreadable("empty file")
+    text, encoding = decode(raw)
+    return Document(
+        path=relative_name(path, root),
+        text=text,
+        title="",
+        encoding=encoding,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+    )

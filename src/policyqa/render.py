@@ -1,0 +1,141 @@
+"""Showing answers, passages and progress in the terminal, and answers as JSON.
+
+Owns: everything that reaches stdout/stderr from documents. Document text is untrusted:
+it is built into rich `Text` objects (never parsed as markup) after control characters
+and escape sequences are made visible, so nothing in a file can style, link or move the
+terminal.
+"""
+from __future__ import annotations
+
+import re
+
+from rich.console import Console
+from rich.text import Text
+
+from .records import Answer, Hit
+
+# C0/C1 controls (but newline and tab), DEL, and bidirectional overrides that can
+# reorder what the reader sees.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Untrusted text with every control character shown as a visible escape."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
+def plain(text: str, style: str = "") -> Text:
+    return Text(safe(text), style=style)
+
+
+def citation_line(n: int, hit: Hit) -> Text:
+    line = Text.assemble((f"[{n}] ", "bold cyan"), (safe(hit.title), "bold"))
+    details = [hit.doc]
+    if hit.section:
+        details.append(hit.section)
+    details.append(f"chars {hit.start}–{hit.end}")
+    details.append(f"score {hit.score:.3f}")
+    line.append("\n    " + safe(" · ".join(details)), style="dim")
+    return line
+
+
+def passage_text(hit: Hit, highlights: list[tuple[int, int]]) -> Text:
+    """The passage, indented, with the answering sentence(s) highlighted."""
+    body = plain(hit.text)
+    for start, end in highlights:
+        body.stylize("bold yellow", max(0, start - hit.start), max(0, end - hit.start))
+    indented = Text("    ")
+    indented.append_text(body)
+    # Continuation lines of multi-line passages keep the indent.
+    return Text("\n    ").join(indented.split("\n")) if "\n" in hit.text else indented
+
+
+def print_answer(console: Console, answer: Answer, explain: bool = False) -> None:
+    if answer.searched and answer.searched != answer.question:
+        console.print(Text.assemble(("searched: ", "dim"), (safe(answer.searched), "dim italic")))
+    if not answer.found:
+        best = f" (best match scored {answer.hits[0].score:.2f})" if answer.hits else ""
+        console.print(Text(f"Nothing in the corpus answers this well enough{best}.", style="yellow"))
+        console.print(Text("Try naming the policy, programme or body you mean.", style="dim"))
+        return
+    text = Text()
+    for s in answer.sentences:
+        text.append(safe(s.text))
+        text.append(f" [{s.citation}]", style="bold cyan")
+        text.append(" ")
+    console.print(text)
+    console.print()
+    for n, hit in enumerate(answer.hits, start=1):
+        marks = [(s.start, s.end) for s in answer.sentences if s.citation == n]
+        console.print(citation_line(n, hit))
+        if explain:
+            console.print(Text("    " + "  ".join(f"{k}={v:.3f}" for k, v in hit.scores.items()), style="dim"))
+        console.print(passage_text(hit, marks))
+        console.print()
+
+
+def answer_json(answer: Answer) -> dict:
+    return {
+        "question": answer.question,
+        "found": answer.found,
+        "answer": [{"text": s.text, "citation": s.citation} for s in answer.sentences],
+        "passages": [
+            {
+                "rank": n,
+                "citation": n,
+                "doc": h.doc,
+                "title": h.title,
+                "section": h.section,
+                "start": h.start,
+                "end": h.end,
+                "text": h.text,
+                "score": round(h.score, 4),
+                "scores": {k: round(v, 4) for k, v in h.scores.items()},
+            }
+            for n, h in enumerate(answer.hits, start=1)
+        ],
+        "timings_ms": answer.timings_ms,
+    }
+
+
+class BuildProgress:
+    """Indexing progress on stderr: a bar for reading files, then one for embedding."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = console
+        self.bar = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+
+    def __enter__(self) -> "BuildProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def reading(self, total_files: int) -> None:
+        self.task = self.bar.add_task("files", total=total_files)
+
+    def read_one(self, path: str) -> None:
+        self.bar.advance(self.task)
+
+    def embedding(self, total_chunks: int) -> None:
+        self.task = self.bar.add_task("chunks", total=total_chunks)
+
+    def embedded(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+    def warn(self, message: str) -> None:
+        self.bar.console.print(Text("warning: " + safe(message), style="yellow"))
+
+    def note(self, message: str) -> None:
+        self.bar.console.print(plain(message, "dim"))
