@@ -86,13 +86,21 @@ def heading_of(sentence: str, whole_line: bool) -> tuple[int, str] | None:
     return None
 
 
+def _is_title_line(text: str) -> bool:
+    """Short and not a sentence: a heading line such as "## 第一章 总则"."""
+    return len(text) <= LABEL_MAX + 7 and not re.search(r"[。；！？]", text)
+
+
 def _units(doc: Document) -> list[_Sentence]:
     units = []
     for line in doc.keep:
-        spans = sentences(doc.text, line)
-        for i, span in enumerate(spans):
-            s = doc.text[span.start:span.end]
-            heading = heading_of(s, whole_line=len(spans) == 1)
+        text = doc.text[line.start:line.end]
+        line_heading = heading_of(text, whole_line=True) if _is_title_line(text) else None
+        if line_heading:
+            units.append(_Sentence(line, paragraph_start=True, heading=line_heading))
+            continue
+        for i, span in enumerate(sentences(doc.text, line)):
+            heading = heading_of(doc.text[span.start:span.end], whole_line=False)
             units.append(_Sentence(span, paragraph_start=i == 0, heading=heading))
     return units
 
@@ -128,8 +136,9 @@ def chunk_document(doc: Document) -> list[Chunk]:
             size = current[-1].end - current[0].start if current else 0
             if level <= 2 or size >= CHUNK_TARGET:
                 close()
-            path = {k: v for k, v in path.items() if k < level}
-            path[level] = label
+            if label != doc.title:  # a Markdown title repeated in every section is noise
+                path = {k: v for k, v in path.items() if k < level}
+                path[level] = label
         for span in _split_long(unit.span) if unit.span.end - unit.span.start > CHUNK_MAX else [unit.span]:
             if current:
                 size = span.end - current[0].start
