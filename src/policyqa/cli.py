@@ -129,16 +129,12 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool) -> None:
     if as_json:
         write_json(status)
         return
-    from rich.table import Table
+    from .render import key_values
 
-    from .render import plain
-
-    table = Table(show_header=False, box=None)
-    for key in ("documents", "chunks", "model", "bytes", "built_at"):
-        table.add_row(key, plain(str(status[key])))
-    table.add_row("index", plain(str(index_dir)))
-    for s in status["skipped"]:
-        table.add_row("skipped", plain(f"{s['doc']}: {s['reason']}"))
+    rows = [(key, str(status[key])) for key in ("documents", "chunks", "model", "bytes", "built_at")]
+    rows.append(("index", str(index_dir)))
+    rows += [("skipped", f"{s['doc']}: {s['reason']}") for s in status["skipped"]]
+    table = key_values(rows)
     _stdout_console().print(table)
 
 

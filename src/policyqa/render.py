@@ -8,11 +8,16 @@ terminal.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
 from rich.text import Text
 
 from .records import Answer, Hit
+
+if TYPE_CHECKING:
+    from .context import Context
 
 # C0/C1 controls (but newline and tab), DEL, and bidirectional overrides that can
 # reorder what the reader sees.
@@ -28,26 +33,36 @@ def plain(text: str, style: str = "") -> Text:
     return Text(safe(text), style=style)
 
 
-def citation_line(n: int, hit: Hit) -> Text:
-    line = Text.assemble((f"[{n}] ", "bold cyan"), (safe(hit.title), "bold"))
+def cited(n: int, hit: Hit, *body: RenderableType) -> Table:
+    """Citation n: its title and whereabouts, then `body`, all with a hanging indent so
+    that wrapped lines stay readable at 80 columns."""
     details = [hit.doc]
     if hit.section:
         details.append(hit.section)
     details.append(f"chars {hit.start}–{hit.end}")
     details.append(f"score {hit.score:.3f}")
-    line.append("\n    " + safe(" · ".join(details)), style="dim")
-    return line
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(Text(f"[{n}]", "bold cyan"), Group(plain(hit.title, "bold"), plain(" · ".join(details), "dim"), *body))
+    return grid
 
 
 def passage_text(hit: Hit, highlights: list[tuple[int, int]]) -> Text:
-    """The passage, indented, with the answering sentence(s) highlighted."""
+    """The passage with the answering sentence(s) highlighted."""
     body = plain(hit.text)
     for start, end in highlights:
         body.stylize("bold yellow", max(0, start - hit.start), max(0, end - hit.start))
-    indented = Text("    ")
-    indented.append_text(body)
-    # Continuation lines of multi-line passages keep the indent.
-    return Text("\n    ").join(indented.split("\n")) if "\n" in hit.text else indented
+    return body
+
+
+def print_passages(console: Console, answer: Answer, first: int = 1, explain: bool = False) -> None:
+    """Passages numbered from `first` (chat's /more continues the numbering)."""
+    for n, hit in enumerate(answer.hits, start=1):
+        marks = [(s.start, s.end) for s in answer.sentences if s.citation == n]
+        scores = [Text("  ".join(f"{k}={v:.3f}" for k, v in hit.scores.items()), style="dim")] if explain else []
+        console.print(cited(first + n - 1, hit, *scores, passage_text(hit, marks)))
+        console.print()
 
 
 def print_answer(console: Console, answer: Answer, explain: bool = False) -> None:
@@ -65,13 +80,27 @@ def print_answer(console: Console, answer: Answer, explain: bool = False) -> Non
         text.append(" ")
     console.print(text)
     console.print()
-    for n, hit in enumerate(answer.hits, start=1):
-        marks = [(s.start, s.end) for s in answer.sentences if s.citation == n]
-        console.print(citation_line(n, hit))
-        if explain:
-            console.print(Text("    " + "  ".join(f"{k}={v:.3f}" for k, v in hit.scores.items()), style="dim"))
-        console.print(passage_text(hit, marks))
-        console.print()
+    print_passages(console, answer, explain=explain)
+
+
+def print_context(console: Console, n: int, hit: Hit, context: Context) -> None:
+    """Citation n in its document: the surrounding text with the passage highlighted."""
+    body = Text("… " if context.cut_before else "")
+    passage = plain(context.text)
+    passage.stylize("bold yellow", *context.highlight)
+    body.append_text(passage)
+    if context.cut_after:
+        body.append(" …")
+    console.print(cited(n, hit, plain(context.note, "dim" if context.from_file else "yellow"), Text(), body))
+    console.print()
+
+
+def key_values(rows: list[tuple[str, str]]) -> Table:
+    """A two-column table of labels and untrusted values."""
+    table = Table(show_header=False, box=None)
+    for key, value in rows:
+        table.add_row(key, plain(value))
+    return table
 
 
 def answer_json(answer: Answer) -> dict:

@@ -180,6 +180,15 @@ class Store:
         )
         return {r[0]: ChunkRow(*r) for r in rows}
 
+    def chunks_of(self, doc: str) -> list[ChunkRow]:
+        """Every chunk of one document, in document order."""
+        rows = self.conn.execute(
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.section, c.text '
+            "FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.doc = ? ORDER BY c.start",
+            (doc,),
+        )
+        return [ChunkRow(*r) for r in rows]
+
     def documents(self) -> list[dict]:
         rows = self.conn.execute(
             "SELECT d.path, d.title, d.content_hash, d.chars, COUNT(c.id) FROM documents d "

@@ -1,0 +1,74 @@
+"""Follow-up questions in a conversation.
+
+Owns: deciding whether what was typed is a short follow-up to the current topic ("what
+about debt financing?", "那贷款呢？", "how much is it?") rather than a new question, and the
+query searched for it: the topic question together with the follow-up's own words. The
+topic is the last question that was not a follow-up, so a chain of follow-ups stays on it
+instead of growing without end.
+"""
+from __future__ import annotations
+
+import re
+
+# Openings that only make sense after an earlier question. Longest first.
+_EN_LEAD = re.compile(
+    r"^(?:and\s+)?(?:what|how)\s+about\s+|^and\s+(?:what\s+of\s+|also\s+)?|^what\s+of\s+|^also\s+|^same\s+for\s+",
+    re.IGNORECASE,
+)
+# Words that point back at something named before.
+_EN_REFERENCE = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there)\b", re.IGNORECASE)
+_ZH_LEAD = re.compile(r"^(?:那么|那|还有|另外|此外|而|以及|其中)")
+_ZH_TAIL = re.compile(r"呢\s*[?？]?$")
+_ZH_REFERENCE = re.compile(r"它|它们|其|这个|那个|这些|那些|这项|该项|上述")
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_TRIM = " \t?？!！。.,，;；:：、"
+
+EN_MAX_WORDS = 6  # "how much was it in total?" is a follow-up; longer ones stand alone
+ZH_MAX_CHARS = 12
+
+
+def _is_chinese(text: str) -> bool:
+    return len(_HAN.findall(text)) * 2 >= len(text.replace(" ", ""))
+
+
+def follow_up_part(text: str) -> str | None:
+    """The follow-up's own words when `text` is a short follow-up, else None."""
+    text = text.strip()
+    if not text:
+        return None
+    if _is_chinese(text):
+        if len(text) > ZH_MAX_CHARS:
+            return None
+        lead, tail = _ZH_LEAD.match(text), _ZH_TAIL.search(text)
+        if not (lead or tail or _ZH_REFERENCE.search(text)):
+            return None
+        core = text[lead.end() if lead else 0:tail.start() if tail else len(text)]
+        return core.strip(_TRIM) or None
+    words = text.split()
+    if len(words) > EN_MAX_WORDS:
+        return None
+    lead = _EN_LEAD.match(text)
+    if lead:
+        return text[lead.end():].strip(_TRIM) or None
+    if _EN_REFERENCE.search(text):
+        return text.strip(_TRIM)
+    return None
+
+
+class Topic:
+    """The conversation's current topic and how each new question is searched."""
+
+    def __init__(self) -> None:
+        self.question: str | None = None
+
+    def query_for(self, text: str) -> str | None:
+        """The query to search for `text` when it differs from `text` (a follow-up), else
+        None; a question that is not a follow-up becomes the new topic."""
+        part = follow_up_part(text) if self.question else None
+        if part is None:
+            self.question = text
+            return None
+        return f"{self.question.rstrip(_TRIM)} {part}"
+
+    def clear(self) -> None:
+        self.question = None
