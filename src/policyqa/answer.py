@@ -32,8 +32,12 @@ MIN_SENTENCE_CHARS = 6
 SentenceScorer = Callable[[Sequence[str]], np.ndarray]
 
 
-def has_han(text: str) -> bool:
-    return re.search(r"[\u3400-\u9fff]", text) is not None
+def mainly_chinese(text: str) -> bool:
+    """At least half of the non-space characters are Han: which score bar applies. A
+    follow-up that adds an English topic to a Chinese word ("... seed-stage firms 贷款")
+    scores like the English question it mostly is."""
+    compact = re.sub(r"\s+", "", text)
+    return bool(compact) and 2 * len(re.findall(r"[\u3400-\u9fff]", compact)) >= len(compact)
 
 
 def terms(text: str) -> set[str]:
@@ -60,9 +64,12 @@ def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) 
 
 
 def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None, searched: str | None = None) -> Answer:
-    bar = FOUND_MIN_SCORE_ZH if has_han(searched or question) else FOUND_MIN_SCORE_OTHER
+    bar = FOUND_MIN_SCORE_ZH if mainly_chinese(searched or question) else FOUND_MIN_SCORE_OTHER
     found = bool(hits) and hits[0].score >= bar
-    sentences = _pick_sentences(searched or question, hits, scorer) if found else []
+    # Words are matched against what was typed: in a follow-up ("那贷款呢？") they are what
+    # is new, while the searched query's topic words would pick the previous answer again.
+    # The meaning scorer (for questions sharing no words) compares with the searched query.
+    sentences = _pick_sentences(question, hits, scorer) if found else []
     return Answer(question=question, found=found, sentences=sentences, hits=hits, searched=searched)
 
 

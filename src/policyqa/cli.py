@@ -86,8 +86,12 @@ def open_or_build(corpus: Path, index_dir: Path) -> Store:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Answer questions about policy documents, with cited source passages."""
+    ctx.obj = {"debug": debug}
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            ctx.invoke(chat)
+        else:
+            click.echo(ctx.get_help())
 
 
 @cli.group()
@@ -162,6 +166,21 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, corpus: Path, i
     from .render import print_answer
 
     print_answer(_stdout_console(), result, explain=explain)
+
+
+@cli.command()
+@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 50), help="Passages per answer.")
+@corpus_option
+@index_option
+@click.pass_context
+def chat(ctx: click.Context, top_k: int, corpus: Path, index_dir: Path) -> None:
+    """Ask questions one after another in an interactive session (also: bare `policyqa`).
+
+    Slash commands: /help /open N /more /k N /docs /status /reindex /new /quit."""
+    from . import chat as session
+
+    store = open_or_build(corpus, index_dir)
+    session.main(corpus, index_dir, store, top_k, debug=bool(ctx.obj and ctx.obj.get("debug")))
 
 
 @cli.group()

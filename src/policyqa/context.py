@@ -16,17 +16,18 @@ from .records import Hit
 from .store import Store
 
 AROUND_PARAGRAPHS = 1  # paragraphs shown before and after the passage's own
-AROUND_CHARS = 320  # at most this much text on each side (scraped files may be one line)
+AROUND_CHARS = 200  # at most this much text on each side (scraped files may be one line)
 AROUND_CHUNKS = 1  # stored chunks shown on each side when the file cannot be used
 
 
 @dataclass(frozen=True)
 class Context:
-    text: str
-    highlight: tuple[int, int]  # the passage, as offsets into `text`
+    before: str
+    passage: str
+    after: str
     from_file: bool
     note: str  # where the text comes from, for the reader
-    cut_before: bool
+    cut_before: bool  # `before` starts inside a paragraph
     cut_after: bool
 
 
@@ -55,26 +56,20 @@ def _indexed_file_text(store: Store, corpus: Path, hit: Hit) -> tuple[str | None
 
 def _from_text(text: str, hit: Hit, note: str) -> Context:
     paragraphs = line_spans(text)
-    inside = [i for i, p in enumerate(paragraphs) if p.end > hit.start and p.start < hit.end]
-    first = max(0, inside[0] - AROUND_PARAGRAPHS) if inside else 0
-    last = min(len(paragraphs) - 1, inside[-1] + AROUND_PARAGRAPHS) if inside else -1
-    start = min(hit.start, paragraphs[first].start) if inside else hit.start
-    end = max(hit.end, paragraphs[last].end) if inside else hit.end
-    lo, hi = max(start, hit.start - AROUND_CHARS), min(end, hit.end + AROUND_CHARS)
-    return Context(text[lo:hi], (hit.start - lo, hit.end - lo), True, note, lo > start, hi < end)
+    inside = [i for i, p in enumerate(paragraphs) if p.end > hit.start and p.start < hit.end] or [None]
+    start = paragraphs[max(0, inside[0] - AROUND_PARAGRAPHS)].start if inside[0] is not None else hit.start
+    end = paragraphs[min(len(paragraphs) - 1, inside[-1] + AROUND_PARAGRAPHS)].end if inside[-1] is not None else hit.end
+    lo, hi = max(min(start, hit.start), hit.start - AROUND_CHARS), min(max(end, hit.end), hit.end + AROUND_CHARS)
+    return Context(
+        text[lo:hit.start].rstrip(" \t"), hit.text, text[hit.end:hi].lstrip(" \t"), True, note, lo > start, hi < end
+    )
 
 
 def _from_chunks(store: Store, hit: Hit, note: str) -> Context:
     rows = store.chunks_of(hit.doc)
     at = next((i for i, r in enumerate(rows) if r.id == hit.chunk_id), None)
     if at is None:  # the document was re-indexed since: only the passage itself is known
-        return Context(hit.text, (0, len(hit.text)), False, note, False, False)
-    text, highlight, previous_end = "", (0, 0), None
-    for row in rows[max(0, at - AROUND_CHUNKS):at + AROUND_CHUNKS + 1]:
-        if previous_end is not None and row.start > previous_end:
-            text += "\n"  # left-out text (a paragraph break or page noise) between chunks
-        if row.id == hit.chunk_id:
-            highlight = (len(text), len(text) + len(row.text))
-        text += row.text
-        previous_end = row.end
-    return Context(text, highlight, False, note, False, False)
+        return Context("", hit.text, "", False, note, False, False)
+    before = "\n".join(r.text for r in rows[max(0, at - AROUND_CHUNKS):at])
+    after = "\n".join(r.text for r in rows[at + 1:at + 1 + AROUND_CHUNKS])
+    return Context(before, rows[at].text, after, False, note, False, False)

@@ -2,7 +2,7 @@
 
 Owns: deciding whether what was typed is a short follow-up to the current topic ("what
 about debt financing?", "那贷款呢？", "how much is it?") rather than a new question, and the
-query searched for it: the topic question together with the follow-up's own words. The
+query searched for it: the follow-up's own words with the topic question after them. The
 topic is the last question that was not a follow-up, so a chain of follow-ups stays on it
 instead of growing without end.
 """
@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import re
 
+from .answer import mainly_chinese
+
 # Openings that only make sense after an earlier question. Longest first.
 _EN_LEAD = re.compile(
     r"^(?:and\s+)?(?:what|how)\s+about\s+|^and\s+(?:what\s+of\s+|also\s+)?|^what\s+of\s+|^also\s+|^same\s+for\s+",
     re.IGNORECASE,
 )
 # Words that point back at something named before.
-_EN_REFERENCE = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there)\b", re.IGNORECASE)
+_EN_REFERENCE = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those)\b", re.IGNORECASE)
 _ZH_LEAD = re.compile(r"^(?:那么|那|还有|另外|此外|而|以及|其中)")
 _ZH_TAIL = re.compile(r"呢\s*[?？]?$")
 _ZH_REFERENCE = re.compile(r"它|它们|其|这个|那个|这些|那些|这项|该项|上述")
-_HAN = re.compile(r"[\u3400-\u9fff]")
 _TRIM = " \t?？!！。.,，;；:：、"
 
 EN_MAX_WORDS = 6  # "how much was it in total?" is a follow-up; longer ones stand alone
 ZH_MAX_CHARS = 12
-
-
-def _is_chinese(text: str) -> bool:
-    return len(_HAN.findall(text)) * 2 >= len(text.replace(" ", ""))
 
 
 def follow_up_part(text: str) -> str | None:
@@ -36,7 +33,7 @@ def follow_up_part(text: str) -> str | None:
     text = text.strip()
     if not text:
         return None
-    if _is_chinese(text):
+    if mainly_chinese(text):
         if len(text) > ZH_MAX_CHARS:
             return None
         lead, tail = _ZH_LEAD.match(text), _ZH_TAIL.search(text)
@@ -68,7 +65,11 @@ class Topic:
         if part is None:
             self.question = text
             return None
-        return f"{self.question.rstrip(_TRIM)} {part}"
+        # The follow-up's words first: on the seed corpus this ranks the passages about
+        # them above those about the topic alone, where topic-first does not.
+        if mainly_chinese(part):
+            return f"{part}（{self.question.rstrip(_TRIM)}）"
+        return f"{part} ({self.question.rstrip(_TRIM)})"
 
     def clear(self) -> None:
         self.question = None

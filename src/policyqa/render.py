@@ -84,14 +84,19 @@ def print_answer(console: Console, answer: Answer, explain: bool = False) -> Non
 
 
 def print_context(console: Console, n: int, hit: Hit, context: Context) -> None:
-    """Citation n in its document: the surrounding text with the passage highlighted."""
-    body = Text("… " if context.cut_before else "")
-    passage = plain(context.text)
-    passage.stylize("bold yellow", *context.highlight)
-    body.append_text(passage)
-    if context.cut_after:
-        body.append(" …")
-    console.print(cited(n, hit, plain(context.note, "dim" if context.from_file else "yellow"), Text(), body))
+    """Citation n in its document: the passage, marked by a bar in the margin (visible
+    without colour) and highlighted, between the dimmed text around it."""
+    marked = Table.grid(padding=(0, 1))
+    marked.add_column(no_wrap=True, style="bold yellow")
+    marked.add_column(overflow="fold")
+    marked.add_row("┃", plain(context.passage, "bold"))
+    parts: list[RenderableType] = [plain(context.note, "dim" if context.from_file else "yellow"), Text()]
+    if context.before.strip():
+        parts.append(plain(("…" if context.cut_before else "") + context.before.strip("\n"), "dim"))
+    parts.append(marked)
+    if context.after.strip():
+        parts.append(plain(context.after.strip("\n") + ("…" if context.cut_after else ""), "dim"))
+    console.print(cited(n, hit, *parts))
     console.print()
 
 

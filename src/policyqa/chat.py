@@ -1,0 +1,283 @@
+"""The interactive session, `policyqa chat`.
+
+Owns: the conversation state (topic, passages per answer, the passages shown so far), the
+slash commands, and the input line (prompt-toolkit: persistent history, Ctrl-R search,
+suggestions from history, slash-command completion). Questions are answered by
+answer.ask and drawn by render exactly as `ask` draws them; the Searcher stays open, so
+answers after the first are warm, and it picks up index generations committed by other
+processes by itself.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import indexer
+from .answer import ask
+from .context import passage_context
+from .embed import ModelError
+from .followup import Topic
+from .records import Answer, Hit
+from .render import BuildProgress, key_values, plain, print_answer, print_context, print_passages
+from .search import Searcher
+from .store import Store, StoreError
+
+PROMPT = "policyqa> "
+MAX_K = 50
+REINDEX_WAIT_S = 5.0  # a chat should not hang behind another process's long build
+
+
+@dataclass(frozen=True)
+class Command:
+    usage: str
+    help: str
+
+
+COMMANDS = {
+    "/help": Command("/help", "this list"),
+    "/open": Command("/open N", "show citation N in its document, the passage highlighted"),
+    "/more": Command("/more", "the next passages for the last question"),
+    "/k": Command("/k N", "show N passages per answer"),
+    "/docs": Command("/docs", "list the indexed documents"),
+    "/status": Command("/status", "index, model and session settings"),
+    "/reindex": Command("/reindex", "bring the index up to date with the corpus"),
+    "/new": Command("/new", "start a new topic (the next question is not a follow-up)"),
+    "/quit": Command("/quit", "leave (or Ctrl-D)"),
+}
+
+
+class UsageError(Exception):
+    """A slash command used wrongly; the message says how to use it."""
+
+
+def data_dir() -> Path:
+    """Where chat keeps its history: $POLICYQA_HOME, else the user's data directory."""
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("POLICYQA_HOME") or user_data_dir("policyqa"))
+
+
+class Chat:
+    """One conversation over one index. `handle` takes a typed line and returns False
+    when the user leaves."""
+
+    def __init__(self, corpus: Path, index_dir: Path, store: Store, console: Console, k: int = 5):
+        self.corpus = corpus
+        self.index_dir = index_dir
+        self.store = store
+        self.console = console
+        self.k = k
+        self.searcher = Searcher(store)
+        self.topic = Topic()
+        self.query: str | None = None  # what was searched for the last question
+        self.shown: list[Hit] = []  # passages shown for it, in rank order (citation n = shown[n-1])
+        self.last_timings: dict[str, float] = {}
+        self.history_path: Path | None = None
+        self.commands: dict[str, Callable[[str], bool | None]] = {
+            "/help": self.help, "/open": self.open, "/more": self.more, "/k": self.set_k,
+            "/docs": self.docs, "/status": self.status, "/reindex": self.reindex, "/new": self.new,
+            "/quit": lambda arg: False, "/exit": lambda arg: False,
+        }
+
+    # ---- lines ------------------------------------------------------------------------
+    def handle(self, line: str) -> bool:
+        line = line.strip()
+        if not line:
+            return True
+        if not line.startswith("/"):
+            self.ask(line)
+            return True
+        name, _, arg = line.partition(" ")
+        command = self.commands.get(name.lower())
+        if command is None:
+            raise UsageError(f"unknown command {name}; /help lists the commands")
+        return command(arg.strip()) is not False
+
+    def ask(self, question: str) -> None:
+        searched = self.topic.query_for(question)
+        answer = ask(self.searcher, question, self.k, searched=searched)
+        self.query = searched or question
+        self.shown = list(answer.hits)
+        self.last_timings = answer.timings_ms
+        print_answer(self.console, answer)
+
+    # ---- commands ---------------------------------------------------------------------
+    def help(self, arg: str) -> None:
+        table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+        for c in COMMANDS.values():
+            table.add_row(Text(c.usage, "bold"), c.help)
+        self.console.print(table)
+        self.console.print(Text(
+            "Anything else is a question. A short follow-up (\"what about debt financing?\", "
+            "\"那贷款呢？\") is searched together with the previous question. "
+            "Ctrl-R searches your history, Ctrl-C cancels, Ctrl-D leaves.",
+            style="dim",
+        ))
+
+    def open(self, arg: str) -> None:
+        if not self.shown:
+            raise UsageError("ask a question first; /open N then shows its citation N")
+        n = _number(arg, "/open N", 1, len(self.shown))
+        hit = self.shown[n - 1]
+        print_context(self.console, n, hit, passage_context(self.store, self.corpus, hit))
+
+    def more(self, arg: str) -> None:
+        if self.query is None:
+            raise UsageError("ask a question first; /more then shows its next passages")
+        hits, _ = self.searcher.search(self.query, self.k, offset=len(self.shown))
+        if not hits:
+            self.console.print(Text("No more passages for this question.", style="yellow"))
+            return
+        first = len(self.shown) + 1
+        self.shown += hits
+        print_passages(self.console, Answer(question=self.query, found=True, sentences=[], hits=hits), first=first)
+
+    def set_k(self, arg: str) -> None:
+        if arg:
+            self.k = _number(arg, "/k N", 1, MAX_K)
+        self.console.print(f"{self.k} passages per answer.")
+
+    def docs(self, arg: str) -> None:
+        table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+        table.add_column("document", overflow="fold")
+        table.add_column("chunks", justify="right")
+        table.add_column("title", overflow="fold")
+        documents = self.store.documents()
+        for d in documents:
+            table.add_row(plain(d["doc"]), str(d["chunks"]), plain(d["title"]))
+        self.console.print(table)
+        self.console.print(Text(f"{len(documents)} documents.", style="dim"))
+
+    def status(self, arg: str) -> None:
+        meta = self.store.meta()
+        documents, chunks = self.store.counts()
+        rows = [
+            ("corpus", str(self.corpus)),
+            ("index", f"{self.index_dir} (generation {self.store.generation()}, built {meta.get('built_at', '?')})"),
+            ("documents", str(documents)),
+            ("chunks", str(chunks)),
+            ("model", meta.get("model", "?")),
+            ("passages", f"{self.k} per answer"),
+            ("topic", self.topic.question or "none"),
+        ]
+        if self.last_timings:
+            rows.append(("last answer", " ".join(f"{k}={v}" for k, v in self.last_timings.items())))
+        if self.history_path:
+            rows.append(("history", str(self.history_path)))
+        self.console.print(key_values(rows))
+
+    def reindex(self, arg: str) -> None:
+        with BuildProgress(self.console) as progress:
+            report = indexer.update(self.corpus, self.index_dir, progress=progress, writer_wait_s=REINDEX_WAIT_S)
+        self.console.print(plain(f"Index updated: {report.summary()}."))
+
+    def new(self, arg: str) -> None:
+        self.topic.clear()
+        self.query = None
+        self.shown = []
+        self.console.print(Text("New topic.", style="dim"))
+
+    def banner(self) -> None:
+        documents, chunks = self.store.counts()
+        model = self.store.meta().get("model", "?")
+        self.console.print(Text.assemble(
+            ("policyqa chat", "bold"), " · ", plain(str(self.corpus)), " · ",
+            f"{documents} documents, {chunks} chunks · ", plain(model),
+        ))
+        self.console.print(Text("Ask a question in Chinese or English. /help lists commands; Ctrl-D leaves.", style="dim"))
+
+
+def _number(arg: str, usage: str, low: int, high: int) -> int:
+    try:
+        n = int(arg)
+    except ValueError:
+        raise UsageError(f"usage: {usage} (a number from {low} to {high})") from None
+    if not low <= n <= high:
+        raise UsageError(f"{usage}: N must be from {low} to {high}")
+    return n
+
+
+def _session(history_path: Path | None):
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+    from prompt_toolkit.completion import Completer, Completion
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    class SlashCommands(Completer):
+        def get_completions(self, document, complete_event):
+            text = document.text_before_cursor
+            if text.startswith("/") and " " not in text:
+                for name, c in COMMANDS.items():
+                    if name.startswith(text.lower()):
+                        yield Completion(name, start_position=-len(text), display=c.usage, display_meta=c.help)
+
+    history = FileHistory(str(history_path)) if history_path else InMemoryHistory()
+    return PromptSession(
+        history=history,
+        auto_suggest=AutoSuggestFromHistory(),
+        completer=SlashCommands(),
+        complete_while_typing=True,
+        enable_history_search=False,  # Up walks the history; Ctrl-R searches it
+    )
+
+
+def _history_file(console: Console) -> Path | None:
+    path = data_dir() / "history"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as exc:
+        console.print(plain(f"warning: history is not kept ({exc.strerror or exc}: {path})", "yellow"))
+        return None
+    return path
+
+
+def lines_from_terminal(chat: Chat) -> Iterable[str]:
+    chat.history_path = _history_file(chat.console)
+    session = _session(chat.history_path)
+    while True:
+        try:
+            yield session.prompt(PROMPT)
+        except KeyboardInterrupt:
+            continue  # Ctrl-C clears the line and keeps the session
+        except EOFError:
+            return
+
+
+# Failures whose message is meant for users (the CLI maps the same ones to exit codes).
+USER_ERRORS = (StoreError, ModelError, indexer.CorpusError)
+
+
+def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
+    """Answer line after line until the user leaves. A failed command or question is
+    reported in one line and the session goes on."""
+    for line in lines:
+        try:
+            if not chat.handle(line):
+                return
+        except KeyboardInterrupt:
+            chat.console.print(Text("Cancelled.", style="yellow"))
+        except UsageError as exc:
+            chat.console.print(plain(str(exc), "yellow"))
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            message = str(exc) if isinstance(exc, USER_ERRORS) else f"unexpected error: {type(exc).__name__}: {exc}"
+            chat.console.print(plain(f"error: {message.strip().splitlines()[0] if message.strip() else 'error'}", "red"))
+
+
+def main(corpus: Path, index_dir: Path, store: Store, k: int, debug: bool) -> None:
+    console = Console(highlight=False)
+    chat = Chat(corpus, index_dir, store, console, k)
+    chat.banner()
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    lines = lines_from_terminal(chat) if interactive else sys.stdin
+    run(chat, lines, debug)
