@@ -32,6 +32,7 @@ from .store import Store, StoreError
 
 PROMPT = "policyqa> "
 MAX_K = 50
+LEAVE = ("/quit", "/exit")
 REINDEX_WAIT_S = 5.0  # a chat should not hang behind another process's long build
 
 
@@ -84,7 +85,7 @@ class Chat:
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "/help": self.help, "/open": self.open, "/more": self.more, "/k": self.set_k,
             "/docs": self.docs, "/status": self.status, "/reindex": self.reindex, "/new": self.new,
-            "/quit": lambda arg: False, "/exit": lambda arg: False,
+            **{name: lambda arg: False for name in LEAVE},
         }
 
     # ---- lines ------------------------------------------------------------------------
@@ -206,10 +207,12 @@ def _number(arg: str, usage: str, low: int, high: int) -> int:
 
 
 def _session(history_path: Path | None):
-    from prompt_toolkit import PromptSession
+    from prompt_toolkit import PromptSession, search
     from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
     from prompt_toolkit.completion import Completer, Completion
+    from prompt_toolkit.filters import is_searching
     from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.key_binding import KeyBindings
 
     class SlashCommands(Completer):
         def get_completions(self, document, complete_event):
@@ -219,8 +222,23 @@ def _session(history_path: Path | None):
                     if name.startswith(text.lower()):
                         yield Completion(name, start_position=-len(text), display=c.usage, display_meta=c.help)
 
-    history = FileHistory(str(history_path)) if history_path else InMemoryHistory()
+    class History(FileHistory):
+        def append_string(self, string: str) -> None:
+            # Up after a restart should bring back the last question, not the way out.
+            if string.strip().lower() not in LEAVE:
+                super().append_string(string)
+
+    keys = KeyBindings()
+
+    @keys.add("enter", filter=is_searching)
+    def _(event) -> None:
+        # As in readline: Enter in a Ctrl-R search runs the line found, not just selects it.
+        search.accept_search()
+        event.app.current_buffer.validate_and_handle()
+
+    history = History(str(history_path)) if history_path else InMemoryHistory()
     return PromptSession(
+        key_bindings=keys,
         history=history,
         auto_suggest=AutoSuggestFromHistory(),
         completer=SlashCommands(),

@@ -103,6 +103,8 @@ def print_context(console: Console, n: int, hit: Hit, context: Context) -> None:
 def key_values(rows: list[tuple[str, str]]) -> Table:
     """A two-column table of labels and untrusted values."""
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # paths are shown whole, folded if need be
     for key, value in rows:
         table.add_row(key, plain(value))
     return table
