@@ -82,12 +82,13 @@ class Terminal:
     # is accepted, which tells exactly where one command's output begins and ends.
     PROMPT_ON, PROMPT_OFF = "\x1b[?2004h", "\x1b[?2004l"
 
-    def __init__(self, args: list[str], home: Path, colour: bool = False):
-        env = cli_env(TERM="xterm", POLICYQA_HOME=str(home), PROMPT_TOOLKIT_NO_CPR="1")
+    def __init__(self, args: list[str], home: Path, colour: bool = False, **extra_env: str):
+        env = cli_env(TERM="xterm", POLICYQA_HOME=str(home), PROMPT_TOOLKIT_NO_CPR="1", **extra_env)
         if colour:
             env.pop("NO_COLOR")
+        # Run beside the test's files, so that a default ./index is never the checkout's.
         self.child = pexpect.spawn(sys.executable, ["-m", "policyqa", *args], env=env, dimensions=(24, 80),
-                                   encoding="utf-8", codec_errors="replace")
+                                   cwd=str(home.parent), encoding="utf-8", codec_errors="replace")
         self.raw = ""
 
     def visible(self, raw: str | None = None) -> str:
@@ -138,7 +139,10 @@ class Terminal:
 
 
 def chat(corpus: Path, index: Path, home: Path, colour: bool = False) -> Terminal:
-    term = Terminal(["chat", "--corpus", str(corpus), "--index", str(index)], home, colour)
+    return started(Terminal(["chat", "--corpus", str(corpus), "--index", str(index)], home, colour))
+
+
+def started(term: Terminal) -> Terminal:
     at = term.prompt()
     banner = " ".join(term.visible(term.raw[:at]).split())
     assert re.search(r"policyqa chat · \S*corpus · 2 documents, \d+ chunks · multilingual-e5-small", banner), banner
@@ -164,6 +168,29 @@ def test_question_open_ctrl_c_and_quit(files):
     term.child.send("/quit\r")
     assert term.exit_code() == 0
     assert "half a question" not in (home / "history").read_text(encoding="utf-8")
+
+
+def test_bare_command_opens_chat_on_a_terminal_and_help_otherwise(files):
+    corpus, index, home = files
+    term = started(Terminal([], home, POLICYQA_CORPUS=str(corpus), POLICYQA_INDEX=str(index)))
+    term.enter("/help", "/open N", "/reindex", "Ctrl-R")
+    term.child.send("/exit\r")
+    assert term.exit_code() == 0
+    piped = run_cli()
+    assert piped.returncode == 0 and "Commands:" in piped.stdout and "chat" in piped.stdout
+
+
+def test_chat_reads_piped_lines(files):
+    corpus, index, home = files
+    proc = subprocess.run(
+        [sys.executable, "-m", "policyqa", "chat", "--corpus", str(corpus), "--index", str(index)],
+        input="成都技术转移集团注册资本是多少\n它是做什么的？\n/open 9\n/k 0\n", env=cli_env(POLICYQA_HOME=str(home)),
+        capture_output=True, text=True, encoding="utf-8", timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "注册资本10亿元" in proc.stdout and "searched: 它是做什么的（成都技术转移集团注册资本是多少）" in proc.stdout
+    assert "/open N: N must be from 1 to 5" in proc.stdout and "/k N: N must be from 1 to 50" in proc.stdout
+    assert "\x1b" not in proc.stdout and not (home / "history").exists(), "no terminal, no history"
 
 
 def test_follow_up_more_and_new_topic(files):

@@ -89,7 +89,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
     if ctx.invoked_subcommand is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
-            ctx.invoke(chat)
+            # A context of its own, so that chat's options are read from the environment.
+            with chat.make_context("chat", [], parent=ctx) as sub:
+                chat.invoke(sub)
         else:
             click.echo(ctx.get_help())
 
