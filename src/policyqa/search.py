@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections import OrderedDict
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from .store import ChunkRow, Store
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
+# Passage-embedded texts (answer sentences) kept by an open Searcher: a chat's follow-ups
+# and repeated questions score the same sentences again, and embedding them is most of
+# the time of an English answer.
+TEXT_CACHE = 4096
 
 
 def normalized(text: str) -> str:
@@ -43,6 +48,7 @@ class Searcher:
         self.encoder = None
         self.model = None
         self._last: tuple[str, np.ndarray] | None = None
+        self._texts: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _refresh(self) -> None:
         generation = self.store.generation()
@@ -52,6 +58,8 @@ class Searcher:
         if self.encoder is None or model != self.model:
             self.encoder = query_encoder(model)
             self.model = model
+            self._last = None
+            self._texts.clear()
         self.vectors = self.store.load_vectors(generation)
         self.generation = generation
 
@@ -82,7 +90,17 @@ class Searcher:
 
     def similarity(self, query: str, texts: list[str]) -> np.ndarray:
         """Cosine of each text, embedded as a passage, with the query."""
-        return np.asarray(self.encoder.passages(texts), dtype=np.float32) @ self._query_vector(query)
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if missing:
+            self._texts.update(zip(missing, np.asarray(self.encoder.passages(missing), dtype=np.float32)))
+        for text in texts:
+            self._texts.move_to_end(text)
+        matrix = np.stack([self._texts[t] for t in texts])
+        while len(self._texts) > TEXT_CACHE:
+            self._texts.popitem(last=False)
+        return matrix @ self._query_vector(query)
 
     @staticmethod
     def _distinct(ranked: list[tuple[ChunkRow, float]], limit: int) -> list[Hit]:
