@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .embed import BUNDLED, ModelError
-from .indexer import CorpusError
+from .load import CorpusError
 from .store import NoIndex, Store, StoreError
 
 PROG = "policyqa"

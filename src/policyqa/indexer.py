@@ -14,16 +14,12 @@ from pathlib import Path
 from . import chunk as chunking
 from .clean import clean
 from .embed import BUNDLED, ModelError, PassageEncoder
-from .load import Unreadable, corpus_files, read_document, relative_name
+from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .records import Chunk, Document
 from .store import Store, Upsert
 
 EMBED_BATCH = 64
 WRITER_WAIT_S = 60.0
-
-
-class CorpusError(Exception):
-    """The corpus directory cannot be used (bad input: exit code 2)."""
 
 
 @dataclass

@@ -15,6 +15,10 @@ SUFFIXES = (".txt", ".md")
 MAX_BYTES = 20 * 1024 * 1024
 
 
+class CorpusError(Exception):
+    """The corpus directory cannot be used (bad input: exit code 2)."""
+
+
 class Unreadable(Exception):
     """A file that cannot become a document; the message is the reason shown to users."""
 

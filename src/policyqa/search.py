@@ -80,10 +80,6 @@ class Searcher:
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
         return self._last[1]
 
-    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
-        """Cosine of each text, embedded as a passage, with the query."""
-        return np.asarray(self.encoder.passages(texts), dtype=np.float32) @ self._query_vector(query)
-
     @staticmethod
     def _distinct(ranked: list[tuple[ChunkRow, float]], limit: int) -> list[Hit]:
         out: list[Hit] = []
