@@ -134,7 +134,9 @@ def chunk_document(doc: Document) -> list[Chunk]:
         if unit.heading:
             level, label = unit.heading
             size = current[-1].end - current[0].start if current else 0
-            if level <= 2 or size >= CHUNK_TARGET:
+            # Small items (一是…, 第X条) may share a chunk, but a paragraph of its own
+            # starts a new one once the current chunk says something.
+            if level <= 2 or size >= (CHUNK_TARGET // 3 if unit.paragraph_start else CHUNK_TARGET):
                 close()
             if label != doc.title:  # a Markdown title repeated in every section is noise
                 path = {k: v for k, v in path.items() if k < level}
