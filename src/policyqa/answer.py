@@ -14,7 +14,7 @@ import numpy as np
 
 from .chunk import text_sentences
 from .records import Answer, AnswerSentence, Hit
-from .search import Searcher, normalized
+from .search import Filter, Searcher, normalized
 
 # Cosine of multilingual-e5 between a question and a passage that answers it. Chinese
 # questions about the seed article score 0.87-0.91 and unrelated ones 0.82-0.84; English
@@ -44,10 +44,13 @@ def terms(text: str) -> set[str]:
     return out
 
 
-def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) -> Answer:
-    """Search, then compose: the whole question-to-answer step."""
+def ask(
+    searcher: Searcher, question: str, k: int, searched: str | None = None, where: Filter | None = None
+) -> Answer:
+    """Search (among the documents `where` admits), then compose: the whole
+    question-to-answer step."""
     query = searched or question
-    hits, timings = searcher.search(query, k)
+    hits, timings = searcher.search(query, k, where=where)
     t0 = time.perf_counter()
     result = compose(question, hits, searched)
     timings["answer_ms"] = (time.perf_counter() - t0) * 1000
