@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 from policyqa.load import read_document
+from policyqa.search import Filter
 
 from conftest import ask_json, run_cli
 from realfiles import HTML_NOISE, SKIPPED, write_corpus
@@ -115,21 +116,41 @@ def test_human_citation_shows_page_and_metadata(formats_index):
     assert "成都市财政局 · 成财教〔2017〕45号 · 2017-06-01" in proc.stdout
 
 
-@pytest.mark.parametrize("options, allowed", [
-    (["--doc", "*.pdf"], {"pdf/transfer.pdf"}),
-    (["--doc", "transfer.pdf"], {"pdf/transfer.pdf"}),
-    (["--after", "2017-01-01"], {"pdf/transfer.pdf", "ip-pledge-gbk.txt", "taipei-big5.txt"}),
-    (["--before", "2016-05-20"], {"notice.html", "incubator.docx"}),
-    (["--after", "2016-01-01", "--before", "2018-12-31"], {"incubator.docx", "pdf/transfer.pdf", "ip-pledge-gbk.txt"}),
-    (["--issuer", "科学技术局"], {"notice.html", "incubator.docx"}),
+@pytest.fixture(scope="module")
+def searcher(formats_index):
+    from policyqa.search import Searcher
+    from policyqa.store import Store
+
+    store = Store.open(formats_index[1])
+    yield Searcher(store)
+    store.close()
+
+
+@pytest.mark.parametrize("where, allowed", [
+    (Filter(doc="*.pdf"), {"pdf/transfer.pdf"}),
+    (Filter(doc="transfer.pdf"), {"pdf/transfer.pdf"}),
+    (Filter(doc="*gbk*"), {"ip-pledge-gbk.txt"}),
+    (Filter(after="2017-01-01"), {"pdf/transfer.pdf", "ip-pledge-gbk.txt", "taipei-big5.txt"}),
+    (Filter(before="2016-05-20"), {"notice.html", "incubator.docx"}),
+    (Filter(after="2016-01-01", before="2018-12-31"), {"incubator.docx", "pdf/transfer.pdf", "ip-pledge-gbk.txt"}),
+    (Filter(issuer="科学技术局"), {"notice.html", "incubator.docx"}),
+    (Filter(issuer="财政局", after="2017-06-01"), {"pdf/transfer.pdf"}),
 ])
-def test_filters_restrict_the_passages(formats_index, options, allowed):
+def test_filters_restrict_the_passages(searcher, where, allowed):
+    hits, _ = searcher.search("对科技企业的资金支持和奖励", 5, where=where)
+    assert {h.doc for h in hits} <= allowed
+    with sqlite3.connect(searcher.store.dir / "policyqa.sqlite3") as db:
+        admitted = sum(db.execute("SELECT COUNT(*) FROM chunks WHERE doc = ?", (d,)).fetchone()[0] for d in allowed)
+    # However few of the index the admitted documents are, k passages come back.
+    assert len(hits) == min(5, admitted)
+    unfiltered, _ = searcher.search("对科技企业的资金支持和奖励", 5)
+    assert {h.doc for h in unfiltered} - allowed, "the filter must have removed something"
+
+
+def test_filters_on_the_command_line(formats_index):
     _, index, _ = formats_index
-    out = ask_json(index, "对科技企业的资金支持和奖励", "--top-k", "5", *options)
-    docs = {p["doc"] for p in out["passages"]}
-    assert docs and docs <= allowed
-    # k passages come back while the admitted documents have that many chunks.
-    assert len(out["passages"]) == 5 or len(allowed) == 1
+    out = ask_json(index, "对科技企业的资金支持和奖励", "--issuer", "财政局", "--after", "2017-01-01", "--doc", "pdf/*")
+    assert out["passages"] and {p["doc"] for p in out["passages"]} == {"pdf/transfer.pdf"}
 
 
 @pytest.mark.parametrize("options, message", [

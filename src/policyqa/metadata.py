@@ -29,7 +29,9 @@ _ISSUER_LABEL = re.compile(rf"(?:发文机关|发布机构|发文单位|制发�
 _NUMBER_LABEL = re.compile(rf"(?:发文字号|文\s*号){_LABEL}")
 _DATE_LABEL = re.compile(rf"(?:成文日期|发文日期|印发日期|发布日期|公布日期|发布时间){_LABEL}")
 _EFFECTIVE = re.compile(rf"自\s*(?P<v>(?:{DATE.pattern}))\s*起(?:施行|实施|执行|生效)")
-_PASSED = re.compile(rf"^\s*(?:{DATE.pattern})\s*(?P<by>\S+?)第[一二三四五六七八九十百\d]+次(?:全体)?会议(?:审议)?通过")
+_PASSED = re.compile(
+    rf"^\s*(?:{DATE.pattern})\s*(?P<by>\S+?)第[一二三四五六七八九十百\d]+次(?:全体)?会议(?:审议)?通过", re.MULTILINE
+)
 # The last word of an issuing body's name.
 _AGENCY = re.compile(
     r"(?:人民政府|政府|委员会|常务委员会|办公厅|办公室|总局|局|厅|委|部|署|院|中心|办|处|室|银行|协会|联合会|指挥部|领导小组|小组)$"
@@ -161,10 +163,10 @@ def _signature_issuer(tail: list[str]) -> str | None:
     """The issuing bodies signed above (or before) the closing date."""
     for i in range(len(tail) - 1, -1, -1):
         line = tail[i]
-        m = DATE.search(line)
-        if not m:
+        dates = list(DATE.finditer(line))
+        if not dates:
             continue
-        before = line[:m.start()].strip()
+        before = line[:dates[-1].start()].strip()
         if not before and i > 0:
             before = tail[i - 1]
         # One or more bodies separated by spaces, right before the date.
