@@ -82,6 +82,17 @@ def write_docx(path: Path) -> None:
     d.save(path)
 
 
+def write_docx_paragraphs(path: Path, paragraphs: list[str]) -> None:
+    import docx
+
+    d = docx.Document()
+    for i, text in enumerate(paragraphs):
+        if i % 10 == 0:
+            d.add_heading(f"第{i // 10 + 1}节", level=2)
+        d.add_paragraph(text)
+    d.save(path)
+
+
 def write_pdf(path: Path, pages: list[list[str]] | None, encrypt: str | None = None) -> None:
     """A PDF whose text layer is real (reportlab's built-in CID font STSong-Light, so
     no font file is needed); `pages=None` draws only shapes, like a scan without OCR."""

@@ -11,6 +11,7 @@ import re
 import zipfile
 
 import docx
+from docx.enum.style import WD_STYLE_TYPE
 from docx.opc.exceptions import PackageNotFoundError
 from docx.table import Table
 
@@ -24,19 +25,22 @@ def extract(raw: bytes) -> Extracted:
         document = docx.Document(io.BytesIO(raw))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise NotExtractable("not a readable Word document") from exc
+    # Style names by id, read once: python-docx's paragraph.style scans every style per call.
+    names = {style.style_id: style.name or "" for style in document.styles}
+    default = document.styles.default(WD_STYLE_TYPE.PARAGRAPH)
+    names[None] = default.name if default is not None else ""
     out = Extracted()
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             _add_table(out, block)
         else:
-            out.add(block.text, heading=_heading_level(block))
+            out.add(block.text, heading=_heading_level(block, names.get(block._p.style, "")))
     props = document.core_properties
     out.hints = {k: v for k, v in {"title": (props.title or "").strip()}.items() if v}
     return out
 
 
-def _heading_level(paragraph) -> int | None:
-    name = paragraph.style.name if paragraph.style is not None else ""
+def _heading_level(paragraph, name: str) -> int | None:
     if name.lower() == "title":
         return 1
     m = _HEADING_STYLE.match(name)
