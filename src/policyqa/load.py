@@ -79,7 +79,7 @@ def read_document(path: Path, root: Path) -> Document:
     """Read one file; raises Unreadable with a user-facing reason."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise Unreadable(f"unsupported file type {suffix or '(no suffix)'}; supported: {' '.join(SUFFIXES)}")
+        raise Unreadable(f"unsupported file type {suffix or '(no suffix)'}")
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:

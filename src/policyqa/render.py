@@ -147,7 +147,8 @@ class BuildProgress:
         self.bar.advance(self.task, n)
 
     def warn(self, message: str) -> None:
-        self.bar.console.print(Text("warning: " + safe(message), style="yellow"))
+        # One line per warning, however narrow the terminal: a list users can grep.
+        self.bar.console.print(Text("warning: " + safe(message), style="yellow"), soft_wrap=True)
 
     def note(self, message: str) -> None:
         self.bar.console.print(plain(message, "dim"))

@@ -28,7 +28,7 @@ def extract(raw: bytes) -> Extracted:
             raise NotExtractable("encrypted PDF (cannot be decrypted)") from exc
         raise NotExtractable(f"damaged PDF ({exc})") from exc
     if not any(p.strip() for p in pages):
-        raise NotExtractable(f"no text layer in {len(pages)} page(s) (a scanned PDF?); OCR is not supported")
+        raise NotExtractable("no text layer (a scanned PDF? there is no OCR)")
     out = Extracted()
     for text in pages:
         start = len(out.text) + (1 if out.text else 0)
