@@ -2,10 +2,7 @@
 
 Answers go through exactly what chat runs for a typed question (Chat.handle: topic,
 answer.ask, render into a terminal-sized console), cycling through the seed questions so
-that no query vector is reused. The first round is reported apart: it is the first time
-each question's answer sentences are embedded (English questions share no words with the
-Chinese text, so their sentences are scored by meaning); later rounds find them cached,
-as a chat's follow-ups and repeated questions do. "compute" is the whole handle() call; embed/search/answer
+that no query vector is reused; one round first warms caches and is not counted. "compute" is the whole handle() call; embed/search/answer
 are answer.ask's own timings. The start-up figures are fresh processes.
 
     python bench/chat.py [--index DIR] [--corpus DIR] [--rounds 5] [--questions FILE]
@@ -74,15 +71,13 @@ def main() -> None:
 
     per_question: dict[str, list[float]] = {q: [] for q in questions}
     parts: dict[str, list[float]] = {}
-    first_round: list[float] = []
     for round_ in range(args.rounds + 1):
         for q in questions:
             chat.handle("/new")  # each seed question stands alone, as when typed after /new
             t = time.perf_counter()
             chat.handle(q)
             ms = (time.perf_counter() - t) * 1000
-            if round_ == 0:  # the first time each question's sentences are scored
-                first_round.append(ms)
+            if round_ == 0:
                 continue
             per_question[q].append(ms)
             for key, value in chat.last_timings.items():
@@ -92,8 +87,6 @@ def main() -> None:
     print(f"index {args.index}: {store.counts()[0]} documents, {store.counts()[1]} chunks; "
           f"{len(questions)} questions x {args.rounds} rounds; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"in-process: index open + banner {ready:.0f} ms; first answer {first:.0f} ms (torch imported: {torch_loaded})")
-    print(f"first time each question is asked (ms): p50 {statistics.median(first_round):.1f}  "
-          f"max {max(first_round):.1f}")
     print(f"warm compute per question (ms): p50 {statistics.median(everything):.1f}  "
           f"p95 {percentile(everything, 95):.1f}  max {max(everything):.1f}")
     print("  of which (p50 ms): " + "  ".join(f"{k} {statistics.median(v):.1f}" for k, v in parts.items()))

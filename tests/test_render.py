@@ -9,7 +9,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from policyqa.context import Context
-from policyqa.records import Answer, AnswerSentence, Hit
+from policyqa.records import Answer, AnswerSentence, Hit, Meta
 from policyqa.render import print_answer, print_context, print_passages
 
 # What a hostile file can hold: SGR, screen clearing, an OSC 8 hyperlink, an OSC title,
@@ -29,7 +29,8 @@ def hostile_answer() -> Answer:
     hit = Hit(
         chunk_id=1, doc="evil/[red]x[/red]\x1b[2J.txt", title="[bold]标题[/bold]\x1b]0;t\x07",
         section="一、[link=http://x]资金[/link]\x1b[1m", start=100, end=100 + len(HOSTILE), text=HOSTILE,
-        score=0.9, scores={"dense": 0.9},
+        score=0.9, scores={"dense": 0.9}, page=3,
+        meta=Meta("t", issuer="[link=http://x]市政府[/link]\x1b]8;;http://x\x07", doc_number="成[2015]1号", date="2015-01-02"),
     )
     sentence = AnswerSentence(text=HOSTILE[:14], citation=1, start=100, end=114)
     return Answer(question="q", found=True, sentences=[sentence], hits=[hit], searched="[blink]x[/blink]\x1b[8m 那呢")
@@ -64,6 +65,8 @@ def test_answer_with_hostile_text_is_inert():
     assert "[bold]标题[/bold]\\x1b]0;t\\x07" in visible
     assert "[link=http://x]资金[/link]\\x1b[1m" in visible
     assert "[blink]x[/blink]\\x1b[8m" in visible
+    assert "[link=http://x]市政府[/link]\\x1b]8;;http://x\\x07·成[2015]1号·2015-01-02" in visible
+    assert "p.3" in visible
 
 
 def test_context_and_more_with_hostile_text_are_inert():

@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .chunk import text_sentences
 from .records import Answer, AnswerSentence, Hit
-from .search import Searcher, normalized
+from .search import Filter, Searcher, normalized
 
 # Cosine of multilingual-e5 between a question and a passage that answers it. Chinese
 # questions about the seed article score 0.87-0.91 and unrelated ones 0.82-0.84; English
@@ -27,9 +26,6 @@ CANDIDATE_PASSAGES = 3
 PASSAGE_MARGIN = 0.03  # passages this close to the best one may supply answer sentences
 SECOND_SENTENCE_RATIO = 0.7
 MIN_SENTENCE_CHARS = 6
-
-# Scores sentences against the question by meaning, for when they share no words.
-SentenceScorer = Callable[[Sequence[str]], np.ndarray]
 
 
 def mainly_chinese(text: str) -> bool:
@@ -52,24 +48,26 @@ def terms(text: str) -> set[str]:
     return out
 
 
-def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) -> Answer:
-    """Search, then compose: the whole question-to-answer step."""
+def ask(
+    searcher: Searcher, question: str, k: int, searched: str | None = None, where: Filter | None = None
+) -> Answer:
+    """Search (among the documents `where` admits), then compose: the whole
+    question-to-answer step."""
     query = searched or question
-    hits, timings = searcher.search(query, k)
+    hits, timings = searcher.search(query, k, where=where)
     t0 = time.perf_counter()
-    result = compose(question, hits, lambda texts: searcher.similarity(query, list(texts)), searched)
+    result = compose(question, hits, searched)
     timings["answer_ms"] = (time.perf_counter() - t0) * 1000
     result.timings_ms = {k: round(v, 1) for k, v in timings.items()}
     return result
 
 
-def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None, searched: str | None = None) -> Answer:
+def compose(question: str, hits: list[Hit], searched: str | None = None) -> Answer:
     bar = FOUND_MIN_SCORE_ZH if mainly_chinese(searched or question) else FOUND_MIN_SCORE_OTHER
     found = bool(hits) and hits[0].score >= bar
     # Words are matched against what was typed: in a follow-up ("那贷款呢？") they are what
     # is new, while the searched query's topic words would pick the previous answer again.
-    # The meaning scorer (for questions sharing no words) compares with the searched query.
-    sentences = _pick_sentences(question, hits, scorer) if found else []
+    sentences = _pick_sentences(question, hits) if found else []
     return Answer(question=question, found=found, sentences=sentences, hits=hits, searched=searched)
 
 
@@ -87,7 +85,7 @@ def _candidates(hits: list[Hit]) -> list[tuple[int, int, int, str]]:
     return out
 
 
-def _pick_sentences(question: str, hits: list[Hit], scorer: SentenceScorer | None) -> list[AnswerSentence]:
+def _pick_sentences(question: str, hits: list[Hit]) -> list[AnswerSentence]:
     cands = _candidates(hits)
     if not cands:
         return []
@@ -99,14 +97,10 @@ def _pick_sentences(question: str, hits: list[Hit], scorer: SentenceScorer | Non
             df[t] = df.get(t, 0) + 1
     idf = {t: math.log(1 + len(sets) / df.get(t, 1)) for t in q}
     lexical = np.array([sum(idf[t] for t in q & s) for s in sets])
-    if lexical.max() > 0:
-        scores = lexical / lexical.max()
-        # The rank of the passage a sentence comes from is evidence too.
-        scores = scores + np.array([0.1 * (c[0] == 1) for c in cands])
-    elif scorer is not None:
-        scores = scorer([c[3] for c in cands])
-    else:
-        scores = np.array([1.0 if i == 0 else 0.0 for i in range(len(cands))])
+    # The rank of the passage a sentence comes from is evidence too; with no shared words
+    # (a question in another language) it is the only evidence, and the best passage's
+    # opening sentence answers.
+    scores = lexical / max(lexical.max(), 1e-9) + np.array([0.1 * (c[0] == 1) for c in cands])
     order = np.argsort(-scores, kind="stable")
     first = cands[order[0]]
     picked = [first]

@@ -25,6 +25,7 @@ from .answer import ask
 from .context import passage_context
 from .embed import ModelError
 from .followup import Topic
+from .load import CorpusError
 from .records import Answer, Hit
 from .render import BuildProgress, key_values, plain, print_answer, print_context, print_passages
 from .search import Searcher
@@ -271,7 +272,7 @@ def lines_from_terminal(chat: Chat) -> Iterable[str]:
 
 
 # Failures whose message is meant for users (the CLI maps the same ones to exit codes).
-USER_ERRORS = (StoreError, ModelError, indexer.CorpusError)
+USER_ERRORS = (StoreError, ModelError, CorpusError)
 
 
 def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:

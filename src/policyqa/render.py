@@ -14,7 +14,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .records import Answer, Hit
+from .records import Answer, Hit, Meta
 
 if TYPE_CHECKING:
     from .context import Context
@@ -33,10 +33,18 @@ def plain(text: str, style: str = "") -> Text:
     return Text(safe(text), style=style)
 
 
+def meta_fields(meta: Meta | None) -> list[str]:
+    """Issuer, document number and date, those that are known."""
+    return [v for v in (meta.issuer, meta.doc_number, meta.date) if v] if meta else []
+
+
 def cited(n: int, hit: Hit, *body: RenderableType) -> Table:
-    """Citation n: its title and whereabouts, then `body`, all with a hanging indent so
-    that wrapped lines stay readable at 80 columns."""
+    """Citation n: its title, issuer/number/date and whereabouts, then `body`, all with a
+    hanging indent so that wrapped lines stay readable at 80 columns."""
+    about = meta_fields(hit.meta)
     details = [hit.doc]
+    if hit.page is not None:
+        details.append(f"p. {hit.page}")
     if hit.section:
         details.append(hit.section)
     details.append(f"chars {hit.start}–{hit.end}")
@@ -44,7 +52,8 @@ def cited(n: int, hit: Hit, *body: RenderableType) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row(Text(f"[{n}]", "bold cyan"), Group(plain(hit.title, "bold"), plain(" · ".join(details), "dim"), *body))
+    head = [plain(hit.title, "bold")] + ([plain(" · ".join(about))] if about else [])
+    grid.add_row(Text(f"[{n}]", "bold cyan"), Group(*head, plain(" · ".join(details), "dim"), *body))
     return grid
 
 
@@ -122,6 +131,8 @@ def answer_json(answer: Answer) -> dict:
                 "doc": h.doc,
                 "title": h.title,
                 "section": h.section,
+                "page": h.page,
+                "meta": (h.meta or Meta(h.title)).as_dict(),
                 "start": h.start,
                 "end": h.end,
                 "text": h.text,
@@ -171,7 +182,8 @@ class BuildProgress:
         self.bar.advance(self.task, n)
 
     def warn(self, message: str) -> None:
-        self.bar.console.print(Text("warning: " + safe(message), style="yellow"))
+        # One line per warning, however narrow the terminal: a list users can grep.
+        self.bar.console.print(Text("warning: " + safe(message), style="yellow"), soft_wrap=True)
 
     def note(self, message: str) -> None:
         self.bar.console.print(plain(message, "dim"))

@@ -1,27 +1,25 @@
 """Finding the passages for a question.
 
 Owns: the query embedding, the FAISS search over the current index generation (reloaded
-when another process commits a new one), and dropping near-identical passages.
+when another process commits a new one), restricting it to the documents a Filter
+admits, and dropping near-identical passages.
 """
 from __future__ import annotations
 
 import re
 import time
 import unicodedata
-from collections import OrderedDict
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import numpy as np
 
 from .embed import query_encoder
-from .records import Hit
+from .records import Hit, Meta
 from .store import ChunkRow, Store
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
-# Passage-embedded texts (answer sentences) kept by an open Searcher: a chat's follow-ups
-# and repeated questions score the same sentences again, and embedding them is most of
-# the time of an English answer.
-TEXT_CACHE = 4096
 
 
 def normalized(text: str) -> str:
@@ -38,6 +36,37 @@ def near_duplicate(a: set[str], b: set[str]) -> bool:
     return len(a & b) / max(1, min(len(a), len(b))) >= DUPLICATE_JACCARD
 
 
+@dataclass(frozen=True)
+class Filter:
+    """Which documents a search may return. `doc` is a glob matched against the
+    corpus-relative path (`*` crosses folders) or the file name; `after`/`before` are inclusive YYYY-MM-DD bounds on the
+    document's date (a document without a date never passes a date bound); `issuer` is
+    a case-insensitive substring of the issuing authority."""
+
+    doc: str | None = None
+    after: str | None = None
+    before: str | None = None
+    issuer: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.doc, self.after, self.before, self.issuer))
+
+    def admits(self, path: str, meta: Meta) -> bool:
+        if self.doc and not (fnmatchcase(path, self.doc) or fnmatchcase(path.rsplit("/", 1)[-1], self.doc)):
+            return False
+        if (self.after or self.before) and not meta.date:
+            return False
+        if self.after and meta.date < self.after:
+            return False
+        if self.before and meta.date > self.before:
+            return False
+        return not self.issuer or self.issuer.casefold() in (meta.issuer or "").casefold()
+
+    def chunk_ids(self, store: Store) -> np.ndarray:
+        """The ids of every chunk of an admitted document (read inside a snapshot)."""
+        return store.chunk_ids_of(p for p, m in store.document_meta().items() if self.admits(p, m))
+
+
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
@@ -48,7 +77,6 @@ class Searcher:
         self.encoder = None
         self.model = None
         self._last: tuple[str, np.ndarray] | None = None
-        self._texts: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _refresh(self) -> None:
         generation = self.store.generation()
@@ -59,12 +87,14 @@ class Searcher:
             self.encoder = query_encoder(model)
             self.model = model
             self._last = None
-            self._texts.clear()
         self.vectors = self.store.load_vectors(generation)
         self.generation = generation
 
-    def search(self, query: str, k: int, offset: int = 0) -> tuple[list[Hit], dict[str, float]]:
-        """The passages ranked offset..offset+k for `query`, with timings in ms."""
+    def search(
+        self, query: str, k: int, offset: int = 0, where: Filter | None = None
+    ) -> tuple[list[Hit], dict[str, float]]:
+        """The passages ranked offset..offset+k for `query` among those `where` admits,
+        with timings in ms."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         with self.store.snapshot():
@@ -74,8 +104,7 @@ class Searcher:
             q = self._query_vector(query)[None, :]
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
-            fetch = min(self.vectors.ntotal, (offset + k) * FETCH_FACTOR)
-            scores, ids = self.vectors.search(q, fetch) if fetch else (np.zeros((1, 0)), np.zeros((1, 0), int))
+            scores, ids = self._nearest(q, (offset + k) * FETCH_FACTOR, where)
             rows = self.store.chunk_rows(i for i in ids[0] if i >= 0)
         hits = self._distinct(
             [(rows[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if int(i) in rows], offset + k
@@ -83,24 +112,24 @@ class Searcher:
         timings["search_ms"] = (time.perf_counter() - t2) * 1000
         return hits[offset:offset + k], timings
 
+    def _nearest(self, q: np.ndarray, n: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search; a filter becomes an id selector, so the n best admitted chunks
+        come back however few of the index they are."""
+        params, total = None, self.vectors.ntotal
+        if where:
+            import faiss
+
+            allowed = where.chunk_ids(self.store)
+            params, total = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), len(allowed)
+        fetch = min(total, n)
+        if not fetch:
+            return np.zeros((1, 0), dtype=np.float32), np.zeros((1, 0), dtype=np.int64)
+        return self.vectors.search(q, fetch, params=params)
+
     def _query_vector(self, query: str) -> np.ndarray:
         if self._last is None or self._last[0] != query:
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
         return self._last[1]
-
-    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
-        """Cosine of each text, embedded as a passage, with the query."""
-        if not texts:
-            return np.zeros(0, dtype=np.float32)
-        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
-        if missing:
-            self._texts.update(zip(missing, np.asarray(self.encoder.passages(missing), dtype=np.float32)))
-        for text in texts:
-            self._texts.move_to_end(text)
-        matrix = np.stack([self._texts[t] for t in texts])
-        while len(self._texts) > TEXT_CACHE:
-            self._texts.popitem(last=False)
-        return matrix @ self._query_vector(query)
 
     @staticmethod
     def _distinct(ranked: list[tuple[ChunkRow, float]], limit: int) -> list[Hit]:
@@ -112,7 +141,8 @@ class Searcher:
                 continue
             seen.append(sh)
             out.append(
-                Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, score, {"dense": score})
+                Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, score, {"dense": score},
+                    page=row.page, meta=row.meta)
             )
             if len(out) == limit:
                 break
