@@ -15,7 +15,7 @@ import numpy as np
 
 from .chunk import text_sentences
 from .records import Answer, AnswerSentence, Hit
-from .search import Searcher, normalized
+from .search import Searcher, has_han, normalized
 
 # Cosine of multilingual-e5 between a question and a passage that answers it. Chinese
 # questions about the seed article score 0.87-0.91 and unrelated ones 0.82-0.84; English
@@ -32,10 +32,6 @@ MIN_SENTENCE_CHARS = 6
 SentenceScorer = Callable[[Sequence[str]], np.ndarray]
 
 
-def has_han(text: str) -> bool:
-    return re.search(r"[\u3400-\u9fff]", text) is not None
-
-
 def terms(text: str) -> set[str]:
     """Character bigrams of Chinese text plus ASCII words and numbers."""
     t = normalized(text).lower()
@@ -46,6 +42,11 @@ def terms(text: str) -> set[str]:
         if len(run) == 1:
             out.add(run)
     return out
+
+
+def cosine(hit: Hit) -> float:
+    """The passage's dense similarity with the question (the fused score is relative)."""
+    return hit.scores.get("dense", hit.score)
 
 
 def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) -> Answer:
@@ -61,7 +62,7 @@ def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) 
 
 def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None, searched: str | None = None) -> Answer:
     bar = FOUND_MIN_SCORE_ZH if has_han(searched or question) else FOUND_MIN_SCORE_OTHER
-    found = bool(hits) and hits[0].score >= bar
+    found = bool(hits) and cosine(hits[0]) >= bar
     sentences = _pick_sentences(searched or question, hits, scorer) if found else []
     return Answer(question=question, found=found, sentences=sentences, hits=hits, searched=searched)
 
@@ -69,9 +70,9 @@ def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None
 def _candidates(hits: list[Hit]) -> list[tuple[int, int, int, str]]:
     """(citation, start, end, text) for each sentence of the passages near the top."""
     out = []
-    best = hits[0].score
+    best = cosine(hits[0])
     for n, hit in enumerate(hits[:CANDIDATE_PASSAGES], start=1):
-        if hit.score < best - PASSAGE_MARGIN:
+        if cosine(hit) < best - PASSAGE_MARGIN:
             break
         for span in text_sentences(hit.text):
             text = hit.text[span.start:span.end]

@@ -1,13 +1,20 @@
 """Finding the passages for a question.
 
-Owns: the query embedding, the FAISS search over the current index generation (reloaded
-when another process commits a new one), and dropping near-identical passages.
+Owns: the query plan (the question as embedded, and its weighted keyword terms: Chinese
+words, or an English question's Chinese translation), the dense search (FAISS) and the
+keyword search (BM25, lexical.py) over the current index generation (reloaded when
+another process commits a new one), their fusion, and dropping near-identical passages.
+
+Fusion: each component's scores are standardised over its own top CANDIDATES (z-scores),
+then mixed with weight LEXICAL_WEIGHT (English: LEXICAL_WEIGHT_EN, whose keyword query is
+a translation). Tuned on NCPQA dev (bench/retrieval.py).
 """
 from __future__ import annotations
 
 import re
 import time
 import unicodedata
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +24,10 @@ from .store import ChunkRow, Store
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
+CANDIDATES = 50
+LEXICAL_WEIGHT = 0.6
+LEXICAL_WEIGHT_EN = 0.5
+MODES = ("hybrid", "dense", "lexical")
 
 
 def normalized(text: str) -> str:
@@ -33,27 +44,59 @@ def near_duplicate(a: set[str], b: set[str]) -> bool:
     return len(a & b) / max(1, min(len(a), len(b))) >= DUPLICATE_JACCARD
 
 
+def has_han(text: str) -> bool:
+    return re.search(r"[\u3400-\u9fff]", text) is not None
+
+
+@dataclass
+class QueryPlan:
+    text: str  # what is embedded
+    terms: dict[str, float]  # keyword query: term -> weight
+    translated: bool  # the keyword terms are a translation of the question
+
+
+def _zscores(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    std = float(reference.std()) if len(reference) > 1 else 0.0
+    if std < 1e-9:
+        return np.zeros_like(values)
+    return (values - float(reference.mean())) / std
+
+
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, mode: str = "hybrid", translate: bool = True):
         self.store = store
+        self.mode = mode
+        self.translate = translate
         self.generation = 0
         self.vectors = None
+        self.lexical = None
         self.encoder = None
         self.model = None
         self._last: tuple[str, np.ndarray] | None = None
+        self.last_plan: QueryPlan | None = None
 
     def _refresh(self) -> None:
         generation = self.store.generation()
         if generation == self.generation:
             return
         model = self.store.model_info()
-        if self.encoder is None or model != self.model:
+        if self.mode != "lexical" and (self.encoder is None or model != self.model):
             self.encoder = query_encoder(model)
             self.model = model
         self.vectors = self.store.load_vectors(generation)
+        self.lexical = self.store.load_lexical(generation) if self.mode != "dense" else None
         self.generation = generation
+
+    def plan(self, query: str) -> QueryPlan:
+        """How `query` is searched: the caller shows `terms` for translated questions."""
+        from . import lexical, translate
+
+        if has_han(query) or self.lexical is None or not self.translate:
+            return QueryPlan(query, {t: 1.0 for t in lexical.terms(query)}, False)
+        terms = translate.english_query(query, self.lexical.translations, self.lexical.document_frequency)
+        return QueryPlan(query, terms, True)
 
     def search(self, query: str, k: int, offset: int = 0) -> tuple[list[Hit], dict[str, float]]:
         """The passages ranked offset..offset+k for `query`, with timings in ms."""
@@ -62,18 +105,55 @@ class Searcher:
         with self.store.snapshot():
             self._refresh()
             timings["load_ms"] = (time.perf_counter() - t0) * 1000
+            plan = self.plan(query)
             t1 = time.perf_counter()
-            q = self._query_vector(query)[None, :]
+            q = self._query_vector(query) if self.mode != "lexical" else None
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
-            fetch = min(self.vectors.ntotal, (offset + k) * FETCH_FACTOR)
-            scores, ids = self.vectors.search(q, fetch) if fetch else (np.zeros((1, 0)), np.zeros((1, 0), int))
-            rows = self.store.chunk_rows(i for i in ids[0] if i >= 0)
-        hits = self._distinct(
-            [(rows[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if int(i) in rows], offset + k
-        )
+            ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR))
+            rows = self.store.chunk_rows(cid for cid, _ in ranked)
+        hits = self._distinct([(rows[cid], sc) for cid, sc in ranked if cid in rows], offset + k)
         timings["search_ms"] = (time.perf_counter() - t2) * 1000
+        self.last_plan = plan
         return hits[offset:offset + k], timings
+
+    def _rank(self, plan: QueryPlan, q: np.ndarray | None, fetch: int) -> list[tuple[int, dict[str, float]]]:
+        """(chunk id, component scores) best first; "fused" orders them."""
+        n = self.vectors.ntotal
+        fetch = min(n, fetch)
+        if not fetch:
+            return []
+        dense: dict[int, float] = {}
+        if q is not None:
+            scores, ids = self.vectors.search(q[None, :], fetch)
+            dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
+        lex_all = self.lexical.scores(plan.terms) if self.lexical is not None and plan.terms else None
+        lex: dict[int, float] = {}
+        if lex_all is not None and lex_all.max() > 0:
+            top = np.argpartition(-lex_all, min(fetch, len(lex_all)) - 1)[:fetch]
+            lex = {int(self.lexical.ids[r]): float(lex_all[r]) for r in top if lex_all[r] > 0}
+        if not lex:
+            return [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
+        if not dense:
+            return [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
+        union = list(dict.fromkeys(list(dense) + list(lex)))
+        dense_u = self._dense_scores(q, union, dense)
+        row_of = self.lexical.row_of
+        lex_u = np.array([lex[c] if c in lex else float(lex_all[row_of[c]]) if c in row_of else 0.0 for c in union])
+        w = LEXICAL_WEIGHT_EN if plan.translated else LEXICAL_WEIGHT
+        fused = w * _zscores(lex_u, np.array(list(lex.values()))) + (1 - w) * _zscores(
+            dense_u, np.array(list(dense.values())))
+        order = np.argsort(-fused, kind="stable")
+        return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "fused": float(fused[i])})
+                for i in order]
+
+    def _dense_scores(self, q: np.ndarray, ids: list[int], known: dict[int, float]) -> np.ndarray:
+        missing = [c for c in ids if c not in known]
+        extra = {}
+        if missing:
+            vecs = np.vstack([self.vectors.reconstruct(c) for c in missing])
+            extra = dict(zip(missing, (vecs @ q).tolist()))
+        return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
 
     def _query_vector(self, query: str) -> np.ndarray:
         if self._last is None or self._last[0] != query:
@@ -85,17 +165,16 @@ class Searcher:
         return np.asarray(self.encoder.passages(texts), dtype=np.float32) @ self._query_vector(query)
 
     @staticmethod
-    def _distinct(ranked: list[tuple[ChunkRow, float]], limit: int) -> list[Hit]:
+    def _distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> list[Hit]:
         out: list[Hit] = []
         seen: list[set[str]] = []
-        for row, score in ranked:
+        for row, scores in ranked:
             sh = _shingles(row.text)
             if any(near_duplicate(sh, s) for s in seen):
                 continue
             seen.append(sh)
-            out.append(
-                Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, score, {"dense": score})
-            )
+            out.append(Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text,
+                           scores["fused"], scores))
             if len(out) == limit:
                 break
         return out

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import lexical
 from .embed import ModelInfo
 from .records import Chunk, Document
 
@@ -159,6 +160,9 @@ class Store:
         finally:
             self.conn.execute("COMMIT")
 
+    def load_lexical(self, generation: int) -> "lexical.LexicalIndex | None":
+        return lexical.LexicalIndex.load(self.dir, generation)
+
     def load_vectors(self, generation: int):
         import faiss
 
@@ -258,6 +262,7 @@ class Store:
         ids = np.array([cid for cid, _ in keep_rows] + [r[0] for r in new_rows], dtype=np.int64)
         hashes = [h for _, h in keep_rows] + [r[3] for r in new_rows]
         self._write_vectors(generation, ids, self._vectors_for(hashes, model.dim), model.dim)
+        self._write_lexical(generation, [cid for cid, _ in keep_rows], new_rows, upserts)
 
         stamp = now()
         with self._transaction():
@@ -289,7 +294,24 @@ class Store:
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
             self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
         self._remove_old_vectors(generation)
+        lexical.remove_old(self.dir, generation)
         return generation
+
+    def _write_lexical(self, generation: int, keep_ids: list[int], new_rows: list, upserts: list[Upsert]) -> None:
+        """The keyword index of the new generation, over the same contextual text that is
+        embedded (title, section, passage), in the same id order as its vector file."""
+        from .indexer import search_text
+
+        rows = self.conn.execute(
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.section, c.text '
+            "FROM chunks c JOIN documents d ON d.path = c.doc"
+        )
+        kept = {r[0]: ChunkRow(*r) for r in rows}
+        texts = [search_text(r.title, Chunk(r.doc, r.ordinal, r.start, r.end, r.text, r.section))
+                 for r in (kept[i] for i in keep_ids)]
+        titles = {u.doc.path: u.doc.title for u in upserts}
+        texts += [search_text(titles[doc], c) for _, doc, c, _ in new_rows]
+        lexical.write(self.dir, generation, np.array(keep_ids + [r[0] for r in new_rows], dtype=np.int64), texts)
 
     def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(hashes), dim), dtype=np.float32)
