@@ -54,16 +54,21 @@ def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) 
     query = searched or question
     hits, timings = searcher.search(query, k)
     t0 = time.perf_counter()
-    result = compose(question, hits, lambda texts: searcher.similarity(query, list(texts)), searched)
+    plan = searcher.last_plan
+    # An English question shares no words with Chinese sentences; its translation does.
+    keywords = " ".join(plan.terms) if plan is not None and plan.translated and plan.terms else None
+    result = compose(question, hits, lambda texts: searcher.similarity(query, list(texts)), searched, keywords)
     timings["answer_ms"] = (time.perf_counter() - t0) * 1000
     result.timings_ms = {k: round(v, 1) for k, v in timings.items()}
     return result
 
 
-def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None, searched: str | None = None) -> Answer:
+def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None, searched: str | None = None,
+            keywords: str | None = None) -> Answer:
+    """`keywords`: what answering sentences are matched with, when not the question itself."""
     bar = FOUND_MIN_SCORE_ZH if has_han(searched or question) else FOUND_MIN_SCORE_OTHER
     found = bool(hits) and cosine(hits[0]) >= bar
-    sentences = _pick_sentences(searched or question, hits, scorer) if found else []
+    sentences = _pick_sentences(keywords or searched or question, hits, scorer) if found else []
     return Answer(question=question, found=found, sentences=sentences, hits=hits, searched=searched)
 
 

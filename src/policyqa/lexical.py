@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -148,3 +149,29 @@ class LexicalIndex:
     def document_frequency(self, term: str) -> int:
         col = self.vocab.get(term)
         return 0 if col is None else int(self.indptr[col + 1] - self.indptr[col])
+
+    def share_containing(self, term: str, rows: np.ndarray) -> float:
+        """The share of `rows` (sorted) whose text contains `term`."""
+        col = self.vocab.get(term)
+        if col is None or not len(rows):
+            return 0.0
+        has = self.indices[self.indptr[col]:self.indptr[col + 1]]
+        return float(np.isin(rows, has).mean())
+
+    def coverage(self, weighted_terms: Mapping[str, float], chunk_id: int, unknown: int = 0) -> float:
+        """The share of the query's information (IDF x weight) that the chunk contains.
+        A term the corpus never uses counts as missing (a question about something else),
+        and so does each of `unknown` further words (e.g. English words with no translation)."""
+        row = self.row_of.get(int(chunk_id))
+        n = len(self.ids)
+        found = 0.0
+        total = unknown * math.log(1 + (n + 0.5) / 0.5)
+        for term, weight in weighted_terms.items():
+            df = self.document_frequency(term)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            total += weight * idf
+            if df and row is not None:
+                col = self.vocab[term]
+                rows = self.indices[self.indptr[col]:self.indptr[col + 1]]
+                found += weight * idf * bool(np.any(rows == row))
+        return found / total if total else 0.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,9 @@ CANDIDATES = 50
 LEXICAL_WEIGHT = 0.6
 LEXICAL_WEIGHT_EN = 0.5
 MODES = ("hybrid", "dense", "lexical")
+SENSE_FROM_DENSE = True
+SENSE_PASSAGES = 20  # top dense passages that vote on an English word's translation
+SENSE_FLOOR = 0.1
 
 
 def normalized(text: str) -> str:
@@ -53,6 +56,8 @@ class QueryPlan:
     text: str  # what is embedded
     terms: dict[str, float]  # keyword query: term -> weight
     translated: bool  # the keyword terms are a translation of the question
+    missing: int = 0  # words of the question that the corpus vocabulary cannot express
+    groups: list[dict[str, float]] = field(default_factory=list)  # translations per English word
 
 
 def _zscores(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -95,8 +100,8 @@ class Searcher:
 
         if has_han(query) or self.lexical is None or not self.translate:
             return QueryPlan(query, {t: 1.0 for t in lexical.terms(query)}, False)
-        terms = translate.english_query(query, self.lexical.translations, self.lexical.document_frequency)
-        return QueryPlan(query, terms, True)
+        groups, missing = translate.english_query(query, self.lexical.translations, self.lexical.document_frequency)
+        return QueryPlan(query, translate.combine(groups), True, len(missing), groups)
 
     def search(self, query: str, k: int, offset: int = 0) -> tuple[list[Hit], dict[str, float]]:
         """The passages ranked offset..offset+k for `query`, with timings in ms."""
@@ -127,6 +132,8 @@ class Searcher:
         if q is not None:
             scores, ids = self.vectors.search(q[None, :], fetch)
             dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
+        if plan.translated and dense and SENSE_FROM_DENSE:
+            self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
         lex_all = self.lexical.scores(plan.terms) if self.lexical is not None and plan.terms else None
         lex: dict[int, float] = {}
         if lex_all is not None and lex_all.max() > 0:
@@ -147,6 +154,15 @@ class Searcher:
         return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "fused": float(fused[i])})
                 for i in order]
 
+    def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> None:
+        """Among an English word's translations, prefer those the passages found by meaning
+        use: the dictionary cannot tell which sense the question means, the dense pass can."""
+        from .translate import combine
+
+        rows = np.array(sorted(self.lexical.row_of[c] for c in chunk_ids if c in self.lexical.row_of))
+        if len(rows):
+            plan.terms = combine(plan.groups, lambda t: SENSE_FLOOR + self.lexical.share_containing(t, rows))
+
     def _dense_scores(self, q: np.ndarray, ids: list[int], known: dict[int, float]) -> np.ndarray:
         missing = [c for c in ids if c not in known]
         extra = {}
@@ -154,6 +170,12 @@ class Searcher:
             vecs = np.vstack([self.vectors.reconstruct(c) for c in missing])
             extra = dict(zip(missing, (vecs @ q).tolist()))
         return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
+
+    def coverage(self, hit: Hit) -> float | None:
+        """How much of the last query's keyword information `hit` contains (lexical.py)."""
+        if self.lexical is None or self.last_plan is None or not self.last_plan.terms:
+            return None
+        return self.lexical.coverage(self.last_plan.terms, hit.chunk_id, self.last_plan.missing)
 
     def _query_vector(self, query: str) -> np.ndarray:
         if self._last is None or self._last[0] != query:

@@ -20,6 +20,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Callable
 
 TABLE_NAME = "translations.json"
 EXACT, PARTIAL = 1.0, 0.35  # a gloss that is the English phrase / that contains it
@@ -34,7 +35,7 @@ EN_STOPWORDS = frozenset(
     # words of the question rather than of its subject (their Chinese counterparts are
     # stopwords in lexical.py)
     "policy policies measure measures step steps action actions take taken do done make made get give given "
-    "specific specifically exactly main mainly kind kinds type types".split()
+    "specific specifically exactly main mainly kind kinds type types many much".split()
 )
 MAX_OPTIONS = 4  # translations kept per English word or phrase
 
@@ -173,25 +174,36 @@ def _variants(word: str) -> list[str]:
     return out
 
 
-def english_query(question: str, table: dict[str, dict[str, float]], df) -> dict[str, float]:
-    """Weighted Chinese terms for an English question. Each English word or phrase
-    contributes weight 1, shared among its translations by strength and corpus use;
-    `df(term)` gives a term's document frequency in the corpus."""
+def combine(groups: list[dict[str, float]], prior: Callable[[str], float] | None = None) -> dict[str, float]:
+    """One weighted keyword query: each group (an English word or phrase) weighs 1 in all,
+    shared among its translations by strength x prior(term)."""
+    out: dict[str, float] = {}
+    for group in groups:
+        weights = {t: w * (prior(t) if prior else 1.0) for t, w in group.items()}
+        total = sum(weights.values())
+        for t, w in weights.items():
+            if total > 0:
+                out[t] = out.get(t, 0.0) + w / total
+    return out
+
+
+def english_query(question: str, table: dict[str, dict[str, float]], df) -> tuple[list[dict[str, float]], list[str]]:
+    """The Chinese translations of an English question, one group of weighted terms per
+    English word or phrase (see `combine`), and the content words that have no translation
+    in the corpus. Translations weigh by dictionary strength and corpus use: `df(term)` is
+    a term's document frequency in the corpus."""
     from .lexical import terms as chinese_terms
 
     text = chinese_numbers(question)
-    out: dict[str, float] = {}
-
-    def put(term_weights: dict[str, float], weight: float = 1.0) -> None:
-        total = sum(term_weights.values())
-        for t, w in term_weights.items():
-            out[t] = out.get(t, 0.0) + weight * w / total
+    groups: list[dict[str, float]] = []
+    missing: list[str] = []
+    put = groups.append
 
     # Chinese (numbers rewritten above, or Chinese typed into an English question).
     for run in re.findall(r"[\d.]+[万亿]?|\d+月(?:\d+日)?|[\u3400-\u9fff]+", text):
         found = chinese_terms(run)
-        if found:
-            put({t: 1.0 for t in found})
+        for t in found:
+            put({t: 1.0})
     words = re.findall(r"[a-z][a-z-]*", re.sub(r"'s\b|'", " ", text.lower()))
     i = 0
     while i < len(words):
@@ -214,5 +226,7 @@ def english_query(question: str, table: dict[str, dict[str, float]], df) -> dict
                 i += n
                 break
         else:
+            if words[i] not in EN_STOPWORDS:
+                missing.append(words[i])
             i += 1
-    return out
+    return groups, missing
