@@ -151,6 +151,8 @@ def chinese_numbers(text: str) -> str:
     text = re.sub(r"(\d),(\d{3})\b", r"\1\2", text)
 
     def month(m: re.Match) -> str:
+        if m.group(1).lower() == "may" and not m.group(2):
+            return m.group()  # the verb, more often than not
         day = f"{int(m.group(2))}日" if m.group(2) else ""
         return f" {MONTHS[m.group(1).lower()]}月{day} "
 
