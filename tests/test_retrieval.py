@@ -52,14 +52,14 @@ def test_a_question_reads_the_keyword_index_and_never_builds_one(seed_index):
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["scores"]["lexical"] > 0 and set(out["scores"]) == {"lexical", "dense", "fused"}
+    assert out["scores"]["lexical"] > 0 and set(out["scores"]) == {"lexical", "dense", "document", "fused"}
     assert not out["bm25s"] and not out["scipy"] and not out["torch"]
 
 
 def test_json_and_explain_show_component_scores(seed_index):
     out = ask_json(seed_index, "成都技术转移集团注册资本是多少", "--top-k", "2")
     for p in out["passages"]:
-        assert set(p["scores"]) == {"lexical", "dense", "fused"}
+        assert set(p["scores"]) == {"lexical", "dense", "document", "fused"}
         assert p["score"] == p["scores"]["fused"]
     assert out["passages"][0]["scores"]["fused"] >= out["passages"][1]["scores"]["fused"]
     proc = run_cli("ask", "成都技术转移集团注册资本是多少", "--explain", "--index", str(seed_index))

@@ -54,28 +54,42 @@ def _generation_dir(index_dir: Path, generation: int) -> Path:
     return index_dir / _DIR.format(generation)
 
 
-def write(index_dir: Path, generation: int, ids: np.ndarray, texts: Iterable[str]) -> None:
-    """Write the BM25 index of `generation` (chunk ids in `ids` order) and sync it."""
+def _write_bm25(directory: Path, texts: list[str]) -> set[str]:
+    """A bm25s index of `texts` (row order kept) saved in `directory`; its vocabulary."""
     import bm25s
+
+    directory.mkdir(parents=True)
+    tokens = [terms(t) for t in texts]
+    if not tokens:
+        return set()
+    bm25 = bm25s.BM25(k1=SETTINGS["k1"], b=SETTINGS["b"], method=SETTINGS["method"])
+    # bm25s needs a vocabulary: a corpus without words gets one empty term.
+    bm25.index(tokens if any(tokens) else [[""]] * len(tokens), show_progress=False)
+    bm25.save(str(directory), show_progress=False)
+    return set(bm25.vocab_dict)
+
+
+def write(index_dir: Path, generation: int, ids: np.ndarray, texts: list[str], docs: list[str],
+          documents: dict[str, str]) -> None:
+    """Write the keyword index of `generation` and sync it: BM25 over the passages (chunk
+    ids in `ids` order, `docs` their documents) and over whole `documents` (path -> text),
+    plus the translation table of the passage vocabulary."""
+    from .translate import write_table
 
     final = _generation_dir(index_dir, generation)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokens = [terms(t) for t in texts]
-    bm25 = bm25s.BM25(k1=SETTINGS["k1"], b=SETTINGS["b"], method=SETTINGS["method"])
-    if tokens:
-        # bm25s needs a vocabulary; an empty corpus gets an index of one empty term.
-        bm25.index(tokens if any(tokens) else [[""]] * len(tokens), show_progress=False)
-        bm25.save(str(tmp), show_progress=False)
-        from .translate import write_table
-
-        write_table(tmp, set(bm25.vocab_dict))
-    else:
-        tmp.mkdir()
+    vocab = _write_bm25(tmp / "passages", texts)
+    paths = sorted(documents)
+    _write_bm25(tmp / "documents", [documents[p] for p in paths])
+    row_of_doc = {p: i for i, p in enumerate(paths)}
+    write_table(tmp, vocab)
     np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    np.save(tmp / "chunk_documents.npy", np.array([row_of_doc[d] for d in docs], dtype=np.int64))
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
@@ -92,52 +106,31 @@ def remove_old(index_dir: Path, generation: int) -> None:
 
 
 @dataclass
-class LexicalIndex:
-    """One generation's BM25 index, read-only."""
+class Bm25:
+    """bm25s's saved arrays: the BM25 weight of every (row, term) pair, CSC by term."""
 
-    ids: np.ndarray  # row -> chunk id
     vocab: dict[str, int]
     data: np.ndarray
     indices: np.ndarray
     indptr: np.ndarray
-    directory: Path
-    _translations: dict[str, dict[str, float]] | None = None
-
-    @property
-    def translations(self) -> dict[str, dict[str, float]]:
-        """English -> Chinese corpus terms (translate.py), read on first English question."""
-        if self._translations is None:
-            self._translations = load_table(self.directory) or {}
-        return self._translations
+    rows: int
 
     @classmethod
-    def load(cls, index_dir: Path, generation: int) -> "LexicalIndex | None":
-        """None when the generation has no lexical index (built before there was one)."""
-        d = _generation_dir(index_dir, generation)
-        if not (d / "ids.npy").exists():
-            return None
-        ids = np.load(d / "ids.npy")
-        if not (d / "vocab.index.json").exists():
-            empty = np.zeros(0, dtype=np.float32)
-            return cls(ids, {}, empty, empty.astype(np.int32), np.zeros(1, dtype=np.int32), d, {})
+    def load(cls, directory: Path, rows: int) -> "Bm25":
+        if not (directory / "vocab.index.json").exists():
+            return cls({}, np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int32), rows)
         return cls(
-            ids=ids,
-            vocab=json.loads((d / "vocab.index.json").read_text(encoding="utf-8")),
-            data=np.load(d / "data.csc.index.npy", mmap_mode="r"),
-            indices=np.load(d / "indices.csc.index.npy", mmap_mode="r"),
-            indptr=np.load(d / "indptr.csc.index.npy"),
-            directory=d,
+            vocab=json.loads((directory / "vocab.index.json").read_text(encoding="utf-8")),
+            data=np.load(directory / "data.csc.index.npy", mmap_mode="r"),
+            indices=np.load(directory / "indices.csc.index.npy", mmap_mode="r"),
+            indptr=np.load(directory / "indptr.csc.index.npy"),
+            rows=rows,
         )
 
-    @functools.cached_property
-    def row_of(self) -> dict[int, int]:
-        """chunk id -> row"""
-        return {int(c): r for r, c in enumerate(self.ids)}
-
     def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
-        """BM25 score of every row for a query whose terms carry weights (1 for a
-        plain query; translation alternatives share one term's weight)."""
-        out = np.zeros(len(self.ids), dtype=np.float32)
+        """BM25 score of every row for a query whose terms carry weights (1 for a plain
+        query; translation alternatives share one term's weight)."""
+        out = np.zeros(self.rows, dtype=np.float32)
         for term, weight in weighted_terms.items():
             col = self.vocab.get(term)
             if col is None or weight <= 0:
@@ -146,17 +139,61 @@ class LexicalIndex:
             np.add.at(out, self.indices[lo:hi], weight * self.data[lo:hi])
         return out
 
-    def document_frequency(self, term: str) -> int:
+    def rows_with(self, term: str) -> np.ndarray:
         col = self.vocab.get(term)
-        return 0 if col is None else int(self.indptr[col + 1] - self.indptr[col])
+        return self.indices[self.indptr[col]:self.indptr[col + 1]] if col is not None else np.zeros(0, np.int32)
+
+
+@dataclass
+class LexicalIndex:
+    """One generation's keyword index, read-only."""
+
+    ids: np.ndarray  # passage row -> chunk id
+    passages: Bm25
+    documents: Bm25
+    chunk_documents: np.ndarray  # passage row -> document row
+    directory: Path
+    _translations: dict[str, dict[str, float]] | None = None
+
+    @classmethod
+    def load(cls, index_dir: Path, generation: int) -> "LexicalIndex | None":
+        """None when the generation has no keyword index (built before there was one)."""
+        d = _generation_dir(index_dir, generation)
+        if not (d / "ids.npy").exists():
+            return None
+        ids = np.load(d / "ids.npy")
+        chunk_documents = np.load(d / "chunk_documents.npy")
+        n_docs = int(chunk_documents.max()) + 1 if len(chunk_documents) else 0
+        return cls(ids, Bm25.load(d / "passages", len(ids)), Bm25.load(d / "documents", n_docs), chunk_documents, d)
+
+    @property
+    def translations(self) -> dict[str, dict[str, float]]:
+        """English -> Chinese corpus terms (translate.py), read on first English question."""
+        if self._translations is None:
+            self._translations = load_table(self.directory) or {}
+        return self._translations
+
+    @functools.cached_property
+    def row_of(self) -> dict[int, int]:
+        """chunk id -> passage row"""
+        return {int(c): r for r, c in enumerate(self.ids)}
+
+    def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
+        """Passage BM25 scores, by row."""
+        return self.passages.scores(weighted_terms)
+
+    def document_scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
+        """Whole-document BM25 scores, by document row (see chunk_documents)."""
+        return self.documents.scores(weighted_terms)
+
+    def document_frequency(self, term: str) -> int:
+        return len(self.passages.rows_with(term))
 
     def share_containing(self, term: str, rows: np.ndarray) -> float:
-        """The share of `rows` (sorted) whose text contains `term`."""
-        col = self.vocab.get(term)
-        if col is None or not len(rows):
+        """The share of passage `rows` whose text contains `term`."""
+        if not len(rows):
             return 0.0
-        has = self.indices[self.indptr[col]:self.indptr[col + 1]]
-        return float(np.isin(rows, has).mean())
+        return float(np.isin(rows, self.passages.rows_with(term)).mean())
 
     def coverage(self, weighted_terms: Mapping[str, float], chunk_id: int, unknown: int = 0) -> float:
         """The share of the query's information (IDF x weight) that the chunk contains.
@@ -167,11 +204,9 @@ class LexicalIndex:
         found = 0.0
         total = unknown * math.log(1 + (n + 0.5) / 0.5)
         for term, weight in weighted_terms.items():
-            df = self.document_frequency(term)
-            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            rows = self.passages.rows_with(term)
+            idf = math.log(1 + (n - len(rows) + 0.5) / (len(rows) + 0.5))
             total += weight * idf
-            if df and row is not None:
-                col = self.vocab[term]
-                rows = self.indices[self.indptr[col]:self.indptr[col + 1]]
+            if row is not None and len(rows):
                 found += weight * idf * bool(np.any(rows == row))
         return found / total if total else 0.0

@@ -7,7 +7,8 @@ another process commits a new one), their fusion, and dropping near-identical pa
 
 Fusion: each component's scores are standardised over its own top CANDIDATES (z-scores),
 then mixed with weight LEXICAL_WEIGHT (English: LEXICAL_WEIGHT_EN, whose keyword query is
-a translation). Tuned on NCPQA dev (bench/retrieval.py).
+a translation), plus DOCUMENT_WEIGHT x the z-score of the passage's whole document under
+BM25. Tuned on NCPQA dev (bench/retrieval.py).
 """
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
 CANDIDATES = 50
 LEXICAL_WEIGHT = 0.6
-LEXICAL_WEIGHT_EN = 0.5
+LEXICAL_WEIGHT_EN = 0.6
+DOCUMENT_WEIGHT = 0.6  # added to the fused z-score: the z-score of the passage's document
 MODES = ("hybrid", "dense", "lexical")
 SENSE_FROM_DENSE = True
 SENSE_PASSAGES = 20  # top dense passages that vote on an English word's translation
 SENSE_FLOOR = 0.1
+PER_DOCUMENT: int | None = 1
 
 
 def normalized(text: str) -> str:
@@ -113,6 +116,11 @@ class Searcher:
             plan = self.plan(query)
             t1 = time.perf_counter()
             q = self._query_vector(query) if self.mode != "lexical" else None
+            if q is not None and plan.translated and plan.groups:
+                # e5 matches Chinese with Chinese far better than English with Chinese.
+                words = "".join(max(g, key=g.get) for g in plan.groups)
+                q = q + self._query_vector(words)
+                q = q / np.linalg.norm(q)
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
             ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR))
@@ -150,9 +158,15 @@ class Searcher:
         w = LEXICAL_WEIGHT_EN if plan.translated else LEXICAL_WEIGHT
         fused = w * _zscores(lex_u, np.array(list(lex.values()))) + (1 - w) * _zscores(
             dense_u, np.array(list(dense.values())))
+        # Whole-document keyword evidence: a question often names the region or body in the
+        # title and its subject in passages that never repeat them.
+        doc_all = self.lexical.document_scores(plan.terms)
+        doc_rows = self.lexical.chunk_documents
+        doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
+        fused = fused + DOCUMENT_WEIGHT * _zscores(doc_u, np.sort(doc_all)[-CANDIDATES:])
         order = np.argsort(-fused, kind="stable")
-        return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "fused": float(fused[i])})
-                for i in order]
+        return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "document": float(doc_u[i]),
+                            "fused": float(fused[i])}) for i in order]
 
     def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> None:
         """Among an English word's translations, prefer those the passages found by meaning
@@ -188,15 +202,21 @@ class Searcher:
 
     @staticmethod
     def _distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> list[Hit]:
+        """Near-identical passages once; past PER_DOCUMENT passages of one document, the
+        rest of it waits until other documents have had their turn (diversity by document)."""
         out: list[Hit] = []
-        seen: list[set[str]] = []
+        deferred: list[Hit] = []
+        seen: list[tuple[str, set[str]]] = []
+        per_doc: dict[str, int] = {}
         for row, scores in ranked:
             sh = _shingles(row.text)
-            if any(near_duplicate(sh, s) for s in seen):
+            # Across documents a copy is another source (and reposted notices are common).
+            if any(doc == row.doc and near_duplicate(sh, s) for doc, s in seen):
                 continue
-            seen.append(sh)
-            out.append(Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text,
-                           scores["fused"], scores))
+            seen.append((row.doc, sh))
+            hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores)
+            per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
+            (out if PER_DOCUMENT is None or per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
             if len(out) == limit:
                 break
-        return out
+        return (out + deferred)[:limit]

@@ -299,7 +299,8 @@ class Store:
 
     def _write_lexical(self, generation: int, keep_ids: list[int], new_rows: list, upserts: list[Upsert]) -> None:
         """The keyword index of the new generation, over the same contextual text that is
-        embedded (title, section, passage), in the same id order as its vector file."""
+        embedded (title, section, passage), in the same id order as its vector file, and
+        over whole documents (title and passages)."""
         from .indexer import search_text
 
         rows = self.conn.execute(
@@ -307,11 +308,18 @@ class Store:
             "FROM chunks c JOIN documents d ON d.path = c.doc"
         )
         kept = {r[0]: ChunkRow(*r) for r in rows}
-        texts = [search_text(r.title, Chunk(r.doc, r.ordinal, r.start, r.end, r.text, r.section))
-                 for r in (kept[i] for i in keep_ids)]
+        chunks = [(r.doc, r.title, Chunk(r.doc, r.ordinal, r.start, r.end, r.text, r.section))
+                  for r in (kept[i] for i in keep_ids)]
         titles = {u.doc.path: u.doc.title for u in upserts}
-        texts += [search_text(titles[doc], c) for _, doc, c, _ in new_rows]
-        lexical.write(self.dir, generation, np.array(keep_ids + [r[0] for r in new_rows], dtype=np.int64), texts)
+        chunks += [(doc, titles[doc], c) for _, doc, c, _ in new_rows]
+        documents: dict[str, list[str]] = {}
+        for doc, title, c in sorted(chunks, key=lambda x: (x[0], x[2].ordinal)):
+            documents.setdefault(doc, [title]).append(c.text)
+        lexical.write(
+            self.dir, generation, np.array(keep_ids + [r[0] for r in new_rows], dtype=np.int64),
+            [search_text(title, c) for _, title, c in chunks], [doc for doc, _, _ in chunks],
+            {doc: "\n".join(parts) for doc, parts in documents.items()},
+        )
 
     def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(hashes), dim), dtype=np.float32)
