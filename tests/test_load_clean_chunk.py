@@ -62,11 +62,15 @@ def test_crlf_offsets_match_text_mode_reading(tmp_path):
     assert all(expected[c.start:c.end] == c.text for c in chunk_document(doc))
 
 
-def test_only_text_and_markdown_files_are_documents(tmp_path):
+def test_every_visible_file_is_listed_and_unsupported_ones_say_why(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("a.txt", "sub/b.md", "c.bin", ".hidden.txt", "sub/d.TXT"):
         (tmp_path / name).write_text("内容")
-    assert [p.relative_to(tmp_path).as_posix() for p in corpus_files(tmp_path)] == ["a.txt", "sub/b.md", "sub/d.TXT"]
+    files = corpus_files(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["a.txt", "c.bin", "sub/b.md", "sub/d.TXT"]
+    assert read_document(tmp_path / "sub/d.TXT", tmp_path).text == "内容"
+    with pytest.raises(Unreadable, match=r"unsupported file type \.bin"):
+        read_document(tmp_path / "c.bin", tmp_path)
 
 
 @pytest.mark.parametrize("content, reason", [(b"", "empty"), (b"\x00\x01\x02binary", "binary")])

@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .chunk import text_sentences
 from .records import Answer, AnswerSentence, Hit
-from .search import Searcher, has_han, normalized
+from .search import Filter, Searcher, has_han, normalized
 
 # "Relevant enough?": the top passage's dense cosine with the question AND the share of the
 # question's keyword information (IDF-weighted; search.Searcher.coverage) it contains.
@@ -30,9 +29,6 @@ PASSAGE_MARGIN = 0.03  # passages this close to the best one may supply answer s
 SECOND_SENTENCE_RATIO = 0.7
 MIN_SENTENCE_CHARS = 6
 
-# Scores sentences against the question by meaning, for when they share no words.
-SentenceScorer = Callable[[Sequence[str]], np.ndarray]
-
 
 def terms(text: str) -> set[str]:
     """Character bigrams of Chinese text plus ASCII words and numbers."""
@@ -46,33 +42,36 @@ def terms(text: str) -> set[str]:
     return out
 
 
-def cosine(hit: Hit) -> float:
-    """The passage's dense similarity with the question (the fused score is relative)."""
-    return hit.scores.get("dense", hit.score)
-
-
-def ask(searcher: Searcher, question: str, k: int, searched: str | None = None) -> Answer:
-    """Search, then compose: the whole question-to-answer step."""
+def ask(
+    searcher: Searcher, question: str, k: int, searched: str | None = None, where: Filter | None = None
+) -> Answer:
+    """Search (among the documents `where` admits), then compose: the whole
+    question-to-answer step."""
     query = searched or question
-    hits, timings = searcher.search(query, k)
+    hits, timings = searcher.search(query, k, where=where)
     t0 = time.perf_counter()
     plan = searcher.last_plan
     # An English question shares no words with Chinese sentences; its translation does.
     keywords = " ".join(plan.terms) if plan is not None and plan.translated and plan.terms else None
     coverage = searcher.coverage(hits[0]) if hits else None
-    result = compose(question, hits, lambda texts: searcher.similarity(query, list(texts)), searched, keywords, coverage)
+    result = compose(question, hits, searched, keywords, coverage)
     timings["answer_ms"] = (time.perf_counter() - t0) * 1000
     result.timings_ms = {k: round(v, 1) for k, v in timings.items()}
     return result
 
 
-def compose(question: str, hits: list[Hit], scorer: SentenceScorer | None = None, searched: str | None = None,
-            keywords: str | None = None, coverage: float | None = None) -> Answer:
+def cosine(hit: Hit) -> float:
+    """The passage's dense similarity with the question (the fused score is relative)."""
+    return hit.scores.get("dense", hit.score)
+
+
+def compose(question: str, hits: list[Hit], searched: str | None = None, keywords: str | None = None,
+            coverage: float | None = None) -> Answer:
     """`keywords`: what answering sentences are matched with, when not the question itself;
     `coverage`: the top passage's share of the question's keywords (None: not known)."""
     min_cosine, min_coverage = FOUND_MIN_ZH if has_han(searched or question) else FOUND_MIN_OTHER
     found = bool(hits) and cosine(hits[0]) >= min_cosine and (coverage is None or coverage >= min_coverage)
-    sentences = _pick_sentences(keywords or searched or question, hits, scorer) if found else []
+    sentences = _pick_sentences(keywords or searched or question, hits) if found else []
     return Answer(question=question, found=found, sentences=sentences, hits=hits, searched=searched)
 
 
@@ -90,7 +89,7 @@ def _candidates(hits: list[Hit]) -> list[tuple[int, int, int, str]]:
     return out
 
 
-def _pick_sentences(question: str, hits: list[Hit], scorer: SentenceScorer | None) -> list[AnswerSentence]:
+def _pick_sentences(question: str, hits: list[Hit]) -> list[AnswerSentence]:
     cands = _candidates(hits)
     if not cands:
         return []
@@ -102,14 +101,10 @@ def _pick_sentences(question: str, hits: list[Hit], scorer: SentenceScorer | Non
             df[t] = df.get(t, 0) + 1
     idf = {t: math.log(1 + len(sets) / df.get(t, 1)) for t in q}
     lexical = np.array([sum(idf[t] for t in q & s) for s in sets])
-    if lexical.max() > 0:
-        scores = lexical / lexical.max()
-        # The rank of the passage a sentence comes from is evidence too.
-        scores = scores + np.array([0.1 * (c[0] == 1) for c in cands])
-    elif scorer is not None:
-        scores = scorer([c[3] for c in cands])
-    else:
-        scores = np.array([1.0 if i == 0 else 0.0 for i in range(len(cands))])
+    # The rank of the passage a sentence comes from is evidence too; with no shared words
+    # (a question in another language) it is the only evidence, and the best passage's
+    # opening sentence answers.
+    scores = lexical / max(lexical.max(), 1e-9) + np.array([0.1 * (c[0] == 1) for c in cands])
     order = np.argsort(-scores, kind="stable")
     first = cands[order[0]]
     picked = [first]

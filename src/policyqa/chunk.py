@@ -1,13 +1,15 @@
 """Cutting a cleaned document into passages sized for the embedding model.
 
 Owns: sentence splitting for Chinese policy text, the structural headings that become each
-chunk's section (一、 / （一） / 一是 / 第X条 / Markdown), and the packing of sentences into
-chunks of about CHUNK_TARGET..CHUNK_MAX characters. Every chunk is an exact slice of the
-document's loaded text.
+chunk's section (一、 / （一） / 一是 / 第X条 / Markdown, and the headings a Word or web
+page marks as such), and the packing of sentences into chunks of about
+CHUNK_TARGET..CHUNK_MAX characters. A chunk never spans two PDF pages, so it cites one.
+Every chunk is an exact slice of the document's loaded text.
 """
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from .clean import line_spans
@@ -93,9 +95,13 @@ def _is_title_line(text: str) -> bool:
 
 def _units(doc: Document) -> list[_Sentence]:
     units = []
+    marked = {span.start: level for span, level in doc.headings}
     for line in doc.keep:
         text = doc.text[line.start:line.end]
-        line_heading = heading_of(text, whole_line=True) if _is_title_line(text) else None
+        if line.start in marked:
+            line_heading = (marked[line.start], text[:LABEL_MAX])
+        else:
+            line_heading = heading_of(text, whole_line=True) if _is_title_line(text) else None
         if line_heading:
             units.append(_Sentence(line, paragraph_start=True, heading=line_heading))
             continue
@@ -117,24 +123,33 @@ def _contiguous(doc: Document, a: Span, b: Span) -> bool:
     return doc.text[a.end:b.start].strip() == ""
 
 
+def page_finder(pages: list[Span]):
+    """offset -> 1-based page number (None for documents without pages)."""
+    starts = [p.start for p in pages]
+    return lambda offset: max(1, bisect_right(starts, offset)) if starts else None
+
+
 def chunk_document(doc: Document) -> list[Chunk]:
     chunks: list[Chunk] = []
     path: dict[int, str] = {}
     current: list[Span] = []
     current_section: str | None = None
+    page_of = page_finder(doc.pages)
 
     def close():
         nonlocal current
         if current:
             start, end = current[0].start, current[-1].end
-            chunks.append(Chunk(doc.path, len(chunks), start, end, doc.text[start:end], current_section))
+            chunks.append(Chunk(doc.path, len(chunks), start, end, doc.text[start:end], current_section, page_of(start)))
         current = []
 
     for unit in _units(doc):
         if unit.heading:
             level, label = unit.heading
             size = current[-1].end - current[0].start if current else 0
-            if level <= 2 or size >= CHUNK_TARGET:
+            # Small items (一是…, 第X条) may share a chunk, but a paragraph of its own
+            # starts a new one once the current chunk says something.
+            if level <= 2 or size >= (CHUNK_TARGET // 3 if unit.paragraph_start else CHUNK_TARGET):
                 close()
             if label != doc.title:  # a Markdown title repeated in every section is noise
                 path = {k: v for k, v in path.items() if k < level}
@@ -143,7 +158,8 @@ def chunk_document(doc: Document) -> list[Chunk]:
             if current:
                 size = span.end - current[0].start
                 soft_break = unit.paragraph_start and current[-1].end - current[0].start >= CHUNK_TARGET
-                if size > CHUNK_MAX or soft_break or not _contiguous(doc, current[-1], span):
+                new_page = page_of(span.start) != page_of(current[0].start)
+                if size > CHUNK_MAX or soft_break or new_page or not _contiguous(doc, current[-1], span):
                     close()
             if not current:
                 current_section = " › ".join(path[k] for k in sorted(path)) or None

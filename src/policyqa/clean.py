@@ -21,6 +21,8 @@ _NOISE_LINE = re.compile(
       | 打印本页 | 关闭窗口 | 返回顶部 | 【?\s*打印\s*】? | 【?\s*关闭\s*】?
       | 字体\s*[:：]?\s*[大中小\s]+
       | (?:Copyright|版权所有).*
+      | [-—–－]\s*\d{1,4}\s*[-—–－]              # page numbers of printed documents: "- 3 -"
+      | 第\s*\d+\s*页(?:\s*[,，]?\s*共\s*\d+\s*页)?
     )$""",
     re.VERBOSE | re.IGNORECASE,
 )

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .embed import BUNDLED, ModelError
-from .indexer import CorpusError
+from .load import CorpusError
 from .store import NoIndex, Store, StoreError
 
 PROG = "policyqa"
@@ -53,6 +53,43 @@ def index_option(f):
         "--index", "index_dir", type=click.Path(path_type=Path), envvar="POLICYQA_INDEX", default="index",
         show_default=True, help="Index directory (env POLICYQA_INDEX).",
     )(f)
+
+
+def _iso_date(ctx, param, value: str | None) -> str | None:
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date as YYYY-MM-DD") from None
+
+
+def filter_options(f):
+    """--doc/--after/--before/--issuer, for every command that searches."""
+    for option in reversed([
+        click.option("--doc", "doc_glob", metavar="GLOB", help="Only documents whose path or file name matches GLOB."),
+        click.option("--after", metavar="DATE", callback=_iso_date, help="Only documents dated on or after DATE (YYYY-MM-DD)."),
+        click.option("--before", metavar="DATE", callback=_iso_date, help="Only documents dated on or before DATE (YYYY-MM-DD)."),
+        click.option("--issuer", metavar="TEXT", help="Only documents whose issuing authority contains TEXT."),
+    ]):
+        f = option(f)
+    return f
+
+
+def make_filter(store: Store, doc_glob: str | None, after: str | None, before: str | None, issuer: str | None):
+    """The Filter for these options, or None; bad input when it admits no document."""
+    from .search import Filter
+
+    where = Filter(doc=doc_glob, after=after, before=before, issuer=issuer)
+    if not where:
+        return None
+    if after and before and after > before:
+        raise BadInput(f"--after {after} is later than --before {before}")
+    if not where.chunk_ids(store).size:
+        raise BadInput("no indexed document matches the filters (see `policyqa index status`)")
+    return where
 
 
 def write_json(obj) -> None:
@@ -125,6 +162,10 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool) -> None:
         "bytes": store.size_bytes(),
         "built_at": meta["built_at"],
         "skipped": store.skipped(),
+        "docs": [
+            {"doc": d["doc"], "title": d["title"], "meta": d["meta"].as_dict(), "chunks": d["chunks"]}
+            for d in store.documents()
+        ],
     }
     if as_json:
         write_json(status)
@@ -147,9 +188,11 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool) -> None:
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 50), help="Passages to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--explain", is_flag=True, help="Show each passage's component scores.")
+@filter_options
 @corpus_option
 @index_option
-def ask(question: str, top_k: int, as_json: bool, explain: bool, corpus: Path, index_dir: Path) -> None:
+def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str | None, after: str | None,
+        before: str | None, issuer: str | None, corpus: Path, index_dir: Path) -> None:
     """Answer QUESTION with the passages that support it."""
     if not question.strip():
         raise BadInput("the question is empty")
@@ -157,7 +200,8 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, corpus: Path, i
     from .search import Searcher
 
     store = open_or_build(corpus, index_dir)
-    result = answer_question(Searcher(store), question.strip(), top_k)
+    where = make_filter(store, doc_glob, after, before, issuer)
+    result = answer_question(Searcher(store), question.strip(), top_k, where=where)
     if as_json:
         from .render import answer_json
 

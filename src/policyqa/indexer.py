@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import chunk as chunking
 from .clean import clean
 from .embed import BUNDLED, ModelError, PassageEncoder
-from .load import Unreadable, corpus_files, read_document, relative_name
+from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
+from .metadata import describe
 from .records import Chunk, Document
 from .store import Store, Upsert
 
 EMBED_BATCH = 64
+KEPT_NOTE = "; its last indexed version is kept"
 WRITER_WAIT_S = 60.0
-
-
-class CorpusError(Exception):
-    """The corpus directory cannot be used (bad input: exit code 2)."""
 
 
 @dataclass
@@ -104,7 +102,11 @@ def _update_locked(store: Store, corpus: Path, model_name: str | None, full: boo
     else:
         model = current
 
-    known = {} if full else store.document_hashes()
+    indexed = store.document_hashes()
+    known = {} if full else indexed
+    # A file that was indexed and can no longer be read keeps its last indexed version,
+    # on a full rebuild too, as long as its vectors come from the same model.
+    can_keep = current is not None and current == model
     files = corpus_files(corpus)
     progress.reading(len(files))
     report = Report()
@@ -116,17 +118,18 @@ def _update_locked(store: Store, corpus: Path, model_name: str | None, full: boo
         try:
             doc = read_document(path, corpus)
         except Unreadable as exc:
-            report.skipped[rel] = str(exc)
-            progress.warn(f"skipped {rel}: {exc}")
+            reason = str(exc) + (KEPT_NOTE if can_keep and rel in indexed else "")
+            report.skipped[rel] = reason
+            progress.warn(f"skipped {rel}: {reason}")
             progress.read_one(rel)
             continue
         if known.get(rel) == doc.content_hash:
             report.unchanged += 1
         else:
-            changed.append(clean(doc))
+            changed.append(_described(clean(doc)))
         progress.read_one(rel)
-    # A file that was indexed and can no longer be read keeps its last indexed version.
-    removed = [p for p in store.document_hashes() if p not in present] if not full else []
+    removed = [p for p in indexed if p not in present] if not full else []
+    keep = [p for p in report.skipped if p in indexed] if can_keep else []
 
     upserts = []
     for doc in changed:
@@ -146,9 +149,14 @@ def _update_locked(store: Store, corpus: Path, model_name: str | None, full: boo
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
     if upserts or removed or full or store.generation() == 0 or report.skipped != _skipped(store):
-        store.commit(model, chunking.SETTINGS, upserts, removed, report.skipped, replace_all=full)
+        store.commit(model, chunking.SETTINGS, upserts, removed, report.skipped, replace_all=full, keep=keep)
     report.chunks = store.counts()[1]
     return report
+
+
+def _described(doc: Document) -> Document:
+    meta = describe(doc)
+    return replace(doc, meta=meta, title=meta.title)
 
 
 def _skipped(store: Store) -> dict[str, str]:

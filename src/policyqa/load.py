@@ -1,7 +1,8 @@
-"""Finding corpus files and decoding them into text.
+"""Finding corpus files and turning them into text.
 
-Owns: which files count as documents, how their bytes become text (UTF-8 first, then the
-detected legacy encoding), and the reasons a file is skipped.
+Owns: which files are documents, how a text file's bytes become text (UTF-8 first, then
+the detected legacy encoding), the dispatch of HTML, Word and PDF files to their
+extractors (`formats/`), and the reasons a file is skipped.
 """
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .formats import EXTRACTORS, NotExtractable, extract
 from .records import Document
 
-SUFFIXES = (".txt", ".md")
+TEXT_SUFFIXES = (".txt", ".md")
+SUFFIXES = TEXT_SUFFIXES + tuple(EXTRACTORS)
 MAX_BYTES = 20 * 1024 * 1024
+
+
+class CorpusError(Exception):
+    """The corpus directory cannot be used (bad input: exit code 2)."""
 
 
 class Unreadable(Exception):
@@ -26,14 +33,14 @@ class Skipped:
 
 
 def corpus_files(root: Path) -> list[Path]:
-    """Document files under `root`, recursively, in a stable order. Hidden files and
-    folders (editor swap files, .git) are not documents."""
+    """Files under `root`, recursively, in a stable order: every one is a document or
+    is reported as skipped. Hidden files and folders (editor swap files, .git) are not."""
     found = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.is_file() and path.suffix.lower() in SUFFIXES:
+        if path.is_file():
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
@@ -70,6 +77,9 @@ def _decode_detected(raw: bytes) -> tuple[str, str]:
 
 def read_document(path: Path, root: Path) -> Document:
     """Read one file; raises Unreadable with a user-facing reason."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise Unreadable(f"unsupported file type {suffix or '(no suffix)'}")
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
@@ -79,11 +89,21 @@ def read_document(path: Path, root: Path) -> Document:
         raise Unreadable(f"cannot read: {exc.strerror or exc}") from exc
     if not raw.strip():
         raise Unreadable("empty file")
-    text, encoding = decode(raw)
-    return Document(
-        path=relative_name(path, root),
-        text=text,
-        title="",
-        encoding=encoding,
-        content_hash=hashlib.sha256(raw).hexdigest(),
-    )
+    doc = Document(path=relative_name(path, root), text="", title="", encoding="", content_hash=hashlib.sha256(raw).hexdigest())
+    if suffix in TEXT_SUFFIXES:
+        doc.text, doc.encoding = decode(raw)
+        return doc
+    found = _extract(suffix, raw)
+    doc.text, doc.encoding = found.text, suffix[1:]
+    doc.headings, doc.pages, doc.hints = found.headings, found.pages, found.hints
+    return doc
+
+
+def _extract(suffix: str, raw: bytes):
+    try:
+        return extract(suffix, raw)
+    except NotExtractable as exc:
+        raise Unreadable(str(exc)) from exc
+    except Exception as exc:  # parsers of untrusted files fail in their own ways; one bad file must not stop a build
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise Unreadable(f"cannot extract text ({type(exc).__name__}: {detail})") from exc

@@ -15,17 +15,36 @@ class Span:
     end: int
 
 
+@dataclass(frozen=True)
+class Meta:
+    """What a document says about itself: issuing authority (发文机关), document number
+    (文号), publication or effective date (YYYY-MM-DD). Each is None when not found."""
+
+    title: str
+    issuer: str | None = None
+    doc_number: str | None = None
+    date: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"title": self.title, "issuer": self.issuer, "doc_number": self.doc_number, "date": self.date}
+
+
 @dataclass
 class Document:
-    """One corpus file, decoded. `text` is what offsets refer to; `keep` lists the
+    """One corpus file, decoded or extracted. `text` is what offsets refer to: the decoded
+    file for text formats, the extracted text for HTML, Word and PDF. `keep` lists the
     ranges of it that are content (page noise is left out, never rewritten)."""
 
     path: str  # relative to the corpus directory, with forward slashes
     text: str
     title: str
-    encoding: str
+    encoding: str  # the text encoding, or the format for extracted documents ("pdf", ...)
     content_hash: str  # sha256 of the raw file bytes
     keep: list[Span] = field(default_factory=list)
+    headings: list[tuple[Span, int]] = field(default_factory=list)  # (span, level) the format marks as headings
+    pages: list[Span] = field(default_factory=list)  # page i + 1 of a PDF is pages[i]
+    hints: dict[str, str] = field(default_factory=dict)  # metadata the format states (title, date, issuer)
+    meta: Meta | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class Chunk:
     end: int
     text: str
     section: str | None
+    page: int | None = None  # 1-based PDF page where the chunk starts
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,8 @@ class Hit:
     text: str
     score: float
     scores: dict[str, float] = field(default_factory=dict)
+    page: int | None = None
+    meta: Meta | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 from rich.console import Console
 from rich.text import Text
 
-from .records import Answer, Hit
+from .records import Answer, Hit, Meta
 
 # C0/C1 controls (but newline and tab), DEL, and bidirectional overrides that can
 # reorder what the reader sees.
@@ -28,9 +28,19 @@ def plain(text: str, style: str = "") -> Text:
     return Text(safe(text), style=style)
 
 
+def meta_fields(meta: Meta | None) -> list[str]:
+    """Issuer, document number and date, those that are known."""
+    return [v for v in (meta.issuer, meta.doc_number, meta.date) if v] if meta else []
+
+
 def citation_line(n: int, hit: Hit) -> Text:
     line = Text.assemble((f"[{n}] ", "bold cyan"), (safe(hit.title), "bold"))
+    about = meta_fields(hit.meta)
+    if about:
+        line.append("\n    " + safe(" · ".join(about)))
     details = [hit.doc]
+    if hit.page is not None:
+        details.append(f"p. {hit.page}")
     if hit.section:
         details.append(hit.section)
     details.append(f"chars {hit.start}–{hit.end}")
@@ -86,6 +96,8 @@ def answer_json(answer: Answer) -> dict:
                 "doc": h.doc,
                 "title": h.title,
                 "section": h.section,
+                "page": h.page,
+                "meta": (h.meta or Meta(h.title)).as_dict(),
                 "start": h.start,
                 "end": h.end,
                 "text": h.text,
@@ -135,7 +147,8 @@ class BuildProgress:
         self.bar.advance(self.task, n)
 
     def warn(self, message: str) -> None:
-        self.bar.console.print(Text("warning: " + safe(message), style="yellow"))
+        # One line per warning, however narrow the terminal: a list users can grep.
+        self.bar.console.print(Text("warning: " + safe(message), style="yellow"), soft_wrap=True)
 
     def note(self, message: str) -> None:
         self.bar.console.print(plain(message, "dim"))

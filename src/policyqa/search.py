@@ -3,7 +3,8 @@
 Owns: the query plan (the question as embedded, and its weighted keyword terms: Chinese
 words, or an English question's Chinese translation), the dense search (FAISS) and the
 keyword search (BM25, lexical.py) over the current index generation (reloaded when
-another process commits a new one), their fusion, and dropping near-identical passages.
+another process commits a new one), restricting both to the documents a Filter admits,
+their fusion, and dropping near-identical passages.
 
 Fusion: each component's scores are standardised over its own top CANDIDATES (z-scores),
 then mixed with weight LEXICAL_WEIGHT (English: LEXICAL_WEIGHT_EN, whose keyword query is
@@ -16,11 +17,12 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import numpy as np
 
 from .embed import query_encoder
-from .records import Hit
+from .records import Hit, Meta
 from .store import ChunkRow, Store
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
@@ -70,6 +72,37 @@ def _zscores(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (values - float(reference.mean())) / std
 
 
+@dataclass(frozen=True)
+class Filter:
+    """Which documents a search may return. `doc` is a glob matched against the
+    corpus-relative path (`*` crosses folders) or the file name; `after`/`before` are inclusive YYYY-MM-DD bounds on the
+    document's date (a document without a date never passes a date bound); `issuer` is
+    a case-insensitive substring of the issuing authority."""
+
+    doc: str | None = None
+    after: str | None = None
+    before: str | None = None
+    issuer: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.doc, self.after, self.before, self.issuer))
+
+    def admits(self, path: str, meta: Meta) -> bool:
+        if self.doc and not (fnmatchcase(path, self.doc) or fnmatchcase(path.rsplit("/", 1)[-1], self.doc)):
+            return False
+        if (self.after or self.before) and not meta.date:
+            return False
+        if self.after and meta.date < self.after:
+            return False
+        if self.before and meta.date > self.before:
+            return False
+        return not self.issuer or self.issuer.casefold() in (meta.issuer or "").casefold()
+
+    def chunk_ids(self, store: Store) -> np.ndarray:
+        """The ids of every chunk of an admitted document (read inside a snapshot)."""
+        return store.chunk_ids_of(p for p, m in store.document_meta().items() if self.admits(p, m))
+
+
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
@@ -106,8 +139,11 @@ class Searcher:
         groups, missing = translate.english_query(query, self.lexical.translations, self.lexical.document_frequency)
         return QueryPlan(query, translate.combine(groups), True, len(missing), groups)
 
-    def search(self, query: str, k: int, offset: int = 0) -> tuple[list[Hit], dict[str, float]]:
-        """The passages ranked offset..offset+k for `query`, with timings in ms."""
+    def search(
+        self, query: str, k: int, offset: int = 0, where: Filter | None = None
+    ) -> tuple[list[Hit], dict[str, float]]:
+        """The passages ranked offset..offset+k for `query` among those `where` admits,
+        with timings in ms."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         with self.store.snapshot():
@@ -123,26 +159,31 @@ class Searcher:
                 q = q / np.linalg.norm(q)
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
-            ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR))
+            ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR), where)
             rows = self.store.chunk_rows(cid for cid, _ in ranked)
         hits = self._distinct([(rows[cid], sc) for cid, sc in ranked if cid in rows], offset + k)
         timings["search_ms"] = (time.perf_counter() - t2) * 1000
         self.last_plan = plan
         return hits[offset:offset + k], timings
 
-    def _rank(self, plan: QueryPlan, q: np.ndarray | None, fetch: int) -> list[tuple[int, dict[str, float]]]:
+    def _rank(self, plan: QueryPlan, q: np.ndarray | None, fetch: int,
+              where: Filter | None) -> list[tuple[int, dict[str, float]]]:
         """(chunk id, component scores) best first; "fused" orders them."""
-        n = self.vectors.ntotal
-        fetch = min(n, fetch)
+        allowed = where.chunk_ids(self.store) if where else None
+        fetch = min(self.vectors.ntotal if allowed is None else len(allowed), fetch)
         if not fetch:
             return []
         dense: dict[int, float] = {}
         if q is not None:
-            scores, ids = self.vectors.search(q[None, :], fetch)
+            scores, ids = self._nearest(q[None, :], fetch, allowed)
             dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
         if plan.translated and dense and SENSE_FROM_DENSE:
             self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
         lex_all = self.lexical.scores(plan.terms) if self.lexical is not None and plan.terms else None
+        if lex_all is not None and allowed is not None:
+            admitted = np.zeros(len(lex_all), dtype=bool)
+            admitted[[self.lexical.row_of[int(c)] for c in allowed if int(c) in self.lexical.row_of]] = True
+            lex_all = np.where(admitted, lex_all, 0.0)
         lex: dict[int, float] = {}
         if lex_all is not None and lex_all.max() > 0:
             top = np.argpartition(-lex_all, min(fetch, len(lex_all)) - 1)[:fetch]
@@ -191,6 +232,19 @@ class Searcher:
             return None
         return self.lexical.coverage(self.last_plan.terms, hit.chunk_id, self.last_plan.missing)
 
+    def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search; a filter's chunk ids become an id selector, so the n best admitted
+        chunks come back however few of the index they are."""
+        params, total = None, self.vectors.ntotal
+        if allowed is not None:
+            import faiss
+
+            params, total = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), len(allowed)
+        fetch = min(total, n)
+        if not fetch:
+            return np.zeros((1, 0), dtype=np.float32), np.zeros((1, 0), dtype=np.int64)
+        return self.vectors.search(q, fetch, params=params)
+
     def _query_vector(self, query: str) -> np.ndarray:
         if self._last is None or self._last[0] != query:
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
@@ -214,7 +268,8 @@ class Searcher:
             if any(doc == row.doc and near_duplicate(sh, s) for doc, s in seen):
                 continue
             seen.append((row.doc, sh))
-            hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores)
+            hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores,
+                      page=row.page, meta=row.meta)
             per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
             (out if PER_DOCUMENT is None or per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
             if len(out) == limit:

@@ -21,9 +21,9 @@ import numpy as np
 
 from . import lexical
 from .embed import ModelInfo
-from .records import Chunk, Document
+from .records import Chunk, Document, Meta
 
-FORMAT = 1
+FORMAT = 2  # 2: documents.meta (JSON) and chunks.page
 DB_NAME = "policyqa.sqlite3"
 LOCK_NAME = "write.lock"
 
@@ -31,11 +31,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     path TEXT PRIMARY KEY, title TEXT NOT NULL, encoding TEXT NOT NULL,
-    content_hash TEXT NOT NULL, chars INTEGER NOT NULL, indexed_at TEXT NOT NULL);
+    content_hash TEXT NOT NULL, chars INTEGER NOT NULL, indexed_at TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, doc TEXT NOT NULL REFERENCES documents(path) ON DELETE CASCADE,
     ordinal INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
-    section TEXT, text TEXT NOT NULL, embed_hash TEXT NOT NULL);
+    section TEXT, text TEXT NOT NULL, embed_hash TEXT NOT NULL, page INTEGER);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc);
 CREATE TABLE IF NOT EXISTS embeddings (hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (doc TEXT PRIMARY KEY, reason TEXT NOT NULL);
@@ -64,6 +65,8 @@ class ChunkRow:
     end: int
     section: str | None
     text: str
+    page: int | None
+    meta: Meta
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,12 @@ class Upsert:
     doc: Document
     chunks: list[Chunk]
     embed_hashes: list[str]
+
+
+def _meta(title: str, stored: str) -> Meta:
+    fields = json.loads(stored or "{}")
+    return Meta(title=fields.get("title") or title, issuer=fields.get("issuer"),
+                doc_number=fields.get("doc_number"), date=fields.get("date"))
 
 
 def now() -> str:
@@ -178,18 +187,30 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
-            f'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.section, c.text '
+            f'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.section, c.text, c.page, d.meta '
             f"FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.id IN ({marks})",
             ids,
         )
-        return {r[0]: ChunkRow(*r) for r in rows}
+        return {r[0]: ChunkRow(*r[:9], meta=_meta(r[2], r[9])) for r in rows}
 
     def documents(self) -> list[dict]:
         rows = self.conn.execute(
-            "SELECT d.path, d.title, d.content_hash, d.chars, COUNT(c.id) FROM documents d "
+            "SELECT d.path, d.title, d.content_hash, d.chars, COUNT(c.id), d.meta FROM documents d "
             "LEFT JOIN chunks c ON c.doc = d.path GROUP BY d.path ORDER BY d.path"
         )
-        return [dict(doc=p, title=t, content_hash=h, chars=n, chunks=k) for p, t, h, n, k in rows]
+        return [dict(doc=p, title=t, content_hash=h, chars=n, chunks=k, meta=_meta(t, m)) for p, t, h, n, k, m in rows]
+
+    def document_meta(self) -> dict[str, Meta]:
+        return {p: _meta(t, m) for p, t, m in self.conn.execute("SELECT path, title, meta FROM documents")}
+
+    def chunk_ids_of(self, docs: Iterable[str]) -> np.ndarray:
+        docs = list(docs)
+        ids: list[int] = []
+        for i in range(0, len(docs), 500):
+            part = docs[i:i + 500]
+            marks = ",".join("?" * len(part))
+            ids.extend(r[0] for r in self.conn.execute(f"SELECT id FROM chunks WHERE doc IN ({marks})", part))
+        return np.array(sorted(ids), dtype=np.int64)
 
     def document_hashes(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT path, content_hash FROM documents"))
@@ -241,18 +262,22 @@ class Store:
         removed: list[str],
         skipped: dict[str, str],
         replace_all: bool = False,
+        keep: Iterable[str] = (),
     ) -> int:
         """Make a new generation current: write its vector file, then switch in one
-        transaction. Returns the new generation number."""
+        transaction. `replace_all` drops every document but those in `keep` (files that
+        can no longer be read keep their last indexed version). Returns the new
+        generation number."""
         generation = self.generation() + 1
         old = self.model_info()
         if old and not replace_all and (old.fingerprint != model.fingerprint or old.name != model.name):
             raise StoreError(f"the index was built with {old.name}; use `policyqa index build` to change model")
         changed = {u.doc.path for u in upserts}
         next_id = (self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]) + 1
-        keep_rows = [] if replace_all else [
+        keep = set(keep)
+        keep_rows = [
             (cid, h) for cid, doc, h in self.conn.execute("SELECT id, doc, embed_hash FROM chunks")
-            if doc not in changed and doc not in removed
+            if (doc in keep if replace_all else doc not in changed and doc not in removed)
         ]
         new_rows = []
         for u in upserts:
@@ -267,18 +292,22 @@ class Store:
         stamp = now()
         with self._transaction():
             if replace_all:
-                self.conn.execute("DELETE FROM documents")
+                kept = sorted(keep)
+                self.conn.execute(f"DELETE FROM documents WHERE path NOT IN ({','.join('?' * len(kept))})", kept)
             for path in list(removed) + list(changed):
                 self.conn.execute("DELETE FROM documents WHERE path = ?", (path,))
             for u in upserts:
                 d = u.doc
                 self.conn.execute(
-                    "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-                    (d.path, d.title, d.encoding, d.content_hash, len(d.text), stamp),
+                    "INSERT INTO documents (path, title, encoding, content_hash, chars, indexed_at, meta) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (d.path, d.title, d.encoding, d.content_hash, len(d.text), stamp,
+                     json.dumps(d.meta.as_dict() if d.meta else {}, ensure_ascii=False)),
                 )
             self.conn.executemany(
-                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cid, doc, c.ordinal, c.start, c.end, c.section, c.text, h) for cid, doc, c, h in new_rows],
+                'INSERT INTO chunks (id, doc, ordinal, start, "end", section, text, embed_hash, page) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(cid, doc, c.ordinal, c.start, c.end, c.section, c.text, h, c.page) for cid, doc, c, h in new_rows],
             )
             self.conn.execute("DELETE FROM skipped")
             self.conn.executemany("INSERT INTO skipped VALUES (?, ?)", sorted(skipped.items()))
@@ -304,12 +333,11 @@ class Store:
         from .indexer import search_text
 
         rows = self.conn.execute(
-            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.section, c.text '
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section '
             "FROM chunks c JOIN documents d ON d.path = c.doc"
         )
-        kept = {r[0]: ChunkRow(*r) for r in rows}
-        chunks = [(r.doc, r.title, Chunk(r.doc, r.ordinal, r.start, r.end, r.text, r.section))
-                  for r in (kept[i] for i in keep_ids)]
+        kept = {r[0]: (r[1], r[2], Chunk(r[1], *r[3:])) for r in rows}
+        chunks = [kept[i] for i in keep_ids]
         titles = {u.doc.path: u.doc.title for u in upserts}
         chunks += [(doc, titles[doc], c) for _, doc, c, _ in new_rows]
         documents: dict[str, list[str]] = {}

@@ -1,0 +1,145 @@
+"""Core benchmark: cold `ask`, warm query latency, build throughput vs raw encode.
+
+    python bench/core.py [--runs 5] [--docs 40]
+
+Prints, in one run:
+- cold `policyqa ask` wall time with the index present (median of --runs fresh processes),
+  beside a bare `python -c pass` and `python -c "import numpy"` for scale;
+- warm latency of the same question path (search + answer) in one process;
+- index build throughput (chunks/s, model load excluded) against raw `model.encode`
+  throughput on exactly the same chunk texts, and their ratio.
+Build throughput uses --docs documents of ../shared/bench/ncpqa when present (the bundled
+corpus alone is too small to time), else the bundled corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+NCPQA = ROOT.parent / "shared" / "bench" / "ncpqa" / "docs"
+SEED_DEV = ROOT.parent / "shared" / "eval" / "seed_dev.jsonl"
+QUESTION = "what financing support exists for seed-stage firms"
+
+
+def wall(cmd: list[str], env: dict) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t
+
+
+def median_wall(cmd: list[str], env: dict, runs: int) -> float:
+    wall(cmd, env)  # warm the page cache once, as a user's second question would
+    return statistics.median(wall(cmd, env) for _ in range(runs))
+
+
+def cold_ask(index: Path, runs: int) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    py = sys.executable
+    base = median_wall([py, "-c", "pass"], env, runs)
+    numpy = median_wall([py, "-c", "import numpy"], env, runs)
+    ask = median_wall([py, "-m", "policyqa", "ask", QUESTION, "--index", str(index)], env, runs)
+    ask_json = median_wall([py, "-m", "policyqa", "ask", QUESTION, "--json", "--index", str(index)], env, runs)
+    print(f"cold ask (median of {runs}):  {ask:.3f} s   (--json {ask_json:.3f} s)")
+    print(f"  for scale: python -c pass {base:.3f} s, import numpy {numpy:.3f} s; ask/numpy = {ask / numpy:.1f}x")
+
+
+def warm_latency(index: Path) -> None:
+    import json
+
+    from policyqa.answer import ask
+    from policyqa.search import Searcher
+    from policyqa.store import Store
+
+    questions = [QUESTION]
+    if SEED_DEV.exists():
+        questions = [json.loads(line)["question"] for line in SEED_DEV.read_text().splitlines() if line.strip()]
+    searcher = Searcher(Store.open(index))
+    ask(searcher, questions[0], 5)
+    times = []
+    for _ in range(3):
+        for q in questions:
+            t = time.perf_counter()
+            ask(searcher, q, 5)
+            times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    print(f"warm ask ({len(times)} questions): median {statistics.median(times):.1f} ms, "
+          f"p95 {times[int(0.95 * (len(times) - 1))]:.1f} ms")
+
+
+def build_throughput(docs: int) -> None:
+    from policyqa import indexer
+    from policyqa.embed import BUNDLED, PassageEncoder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        if NCPQA.is_dir():
+            for p in sorted(NCPQA.glob("*.txt"))[:docs]:
+                shutil.copy(p, corpus / p.name)
+            source = f"{docs} NCPQA documents"
+        else:
+            shutil.copytree(ROOT / "corpus", corpus, dirs_exist_ok=True)
+            source = "the bundled corpus"
+
+        class Clock(indexer.Progress):
+            start = end_embed = None
+
+            def reading(self, total_files):
+                self.start = time.perf_counter()
+
+        t_load = time.perf_counter()
+        encoder = PassageEncoder(BUNDLED, lambda m: None)
+        load_s = time.perf_counter() - t_load
+        clock = Clock()
+        report = indexer.update(corpus, Path(tmp) / "index", full=True, progress=clock)
+        build_s = time.perf_counter() - clock.start
+
+        from policyqa.store import Store
+
+        store = Store.open(Path(tmp) / "index")
+        rows = store.conn.execute(
+            "SELECT c.text, c.section, d.title FROM chunks c JOIN documents d ON d.path = c.doc"
+        ).fetchall()
+        from policyqa.records import Chunk
+
+        texts = [indexer.search_text(t, Chunk("", 0, 0, 0, text, s)) for text, s, t in rows]
+        t = time.perf_counter()
+        encoder.model.encode(texts, prompt_name="passage", batch_size=indexer.EMBED_BATCH, normalize_embeddings=True)
+        raw_s = time.perf_counter() - t
+    n = report.chunks
+    build_rate, raw_rate = n / build_s, len(texts) / raw_s
+    print(f"build ({source}, {n} chunks): {build_s:.1f} s = {build_rate:.1f} chunks/s "
+          f"(model load {load_s:.1f} s excluded)")
+    print(f"raw model.encode, same {len(texts)} texts: {raw_s:.1f} s = {raw_rate:.1f} chunks/s")
+    print(f"build / raw throughput: {build_rate / raw_rate:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--docs", type=int, default=40)
+    ap.add_argument("--skip-build", action="store_true", help="only the query figures")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        subprocess.run([sys.executable, "-m", "policyqa", "index", "build", "--corpus", str(ROOT / "corpus"),
+                        "--index", str(index)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cold_ask(index, args.runs)
+        warm_latency(index)
+    if not args.skip_build:
+        build_throughput(args.docs)
+
+
+if __name__ == "__main__":
+    main()
