@@ -23,4 +23,4 @@ def test_seed_questions_hit_at_3(seed_index):
             misses.append(q["id"])
     hits = len(questions) - len(misses)
     print(f"seed hit@3: {hits}/{len(questions)}; misses: {misses}")
-    assert hits >= 10, misses
+    assert hits == len(questions), misses

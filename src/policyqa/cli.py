@@ -229,6 +229,33 @@ def chat(ctx: click.Context, top_k: int, corpus: Path, index_dir: Path) -> None:
     session.main(corpus, index_dir, store, top_k, debug=bool(ctx.obj and ctx.obj.get("debug")))
 
 
+@cli.command("eval")
+@click.argument("questions", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(5, 100), help="Passages ranked per question.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@corpus_option
+@index_option
+def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir: Path) -> None:
+    """Measure retrieval on QUESTIONS (JSON lines: question, lang, doc, answer_start/end)."""
+    from rich.progress import Progress
+
+    from .evaluate import QuestionFileError, evaluate, print_report, read_questions
+    from .search import Searcher
+
+    try:
+        qs = read_questions(questions)
+    except QuestionFileError as exc:
+        raise BadInput(str(exc)) from None
+    store = open_or_build(corpus, index_dir)
+    with Progress(console=_stderr_console(), transient=True) as bar:
+        task = bar.add_task("questions", total=len(qs))
+        report = evaluate(Searcher(store), qs, k, lambda: bar.advance(task))
+    if as_json:
+        write_json(report.as_json())
+    else:
+        print_report(_stdout_console(), report)
+
+
 @cli.group()
 def model() -> None:
     """Manage the embedding model."""

@@ -1,15 +1,22 @@
 """Finding the passages for a question.
 
-Owns: the query embedding, the FAISS search over the current index generation (reloaded
-when another process commits a new one), restricting it to the documents a Filter
-admits, and dropping near-identical passages.
+Owns: the query plan (the question as embedded, and its weighted keyword terms: Chinese
+words, or an English question's Chinese translation), the dense search (FAISS) and the
+keyword search (BM25, lexical.py) over the current index generation (reloaded when
+another process commits a new one), restricting both to the documents a Filter admits,
+their fusion, and dropping near-identical passages.
+
+Fusion: each component's scores are standardised over its own top CANDIDATES (z-scores),
+then mixed with weight LEXICAL_WEIGHT (English: LEXICAL_WEIGHT_EN, whose keyword query is
+a translation), plus DOCUMENT_WEIGHT x the z-score of the passage's whole document under
+BM25. Tuned on NCPQA dev (bench/retrieval.py).
 """
 from __future__ import annotations
 
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -20,6 +27,15 @@ from .store import ChunkRow, Store
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
+CANDIDATES = 50
+LEXICAL_WEIGHT = 0.6
+LEXICAL_WEIGHT_EN = 0.6
+DOCUMENT_WEIGHT = 0.6  # added to the fused z-score: the z-score of the passage's document
+MODES = ("hybrid", "dense", "lexical")
+SENSE_FROM_DENSE = True
+SENSE_PASSAGES = 20  # top dense passages that vote on an English word's translation
+SENSE_FLOOR = 0.1
+PER_DOCUMENT: int | None = 1
 
 
 def normalized(text: str) -> str:
@@ -34,6 +50,26 @@ def _shingles(text: str) -> set[str]:
 
 def near_duplicate(a: set[str], b: set[str]) -> bool:
     return len(a & b) / max(1, min(len(a), len(b))) >= DUPLICATE_JACCARD
+
+
+def has_han(text: str) -> bool:
+    return re.search(r"[\u3400-\u9fff]", text) is not None
+
+
+@dataclass
+class QueryPlan:
+    text: str  # what is embedded
+    terms: dict[str, float]  # keyword query: term -> weight
+    translated: bool  # the keyword terms are a translation of the question
+    missing: int = 0  # words of the question that the corpus vocabulary cannot express
+    groups: list[dict[str, float]] = field(default_factory=list)  # translations per English word
+
+
+def _zscores(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    std = float(reference.std()) if len(reference) > 1 else 0.0
+    if std < 1e-9:
+        return np.zeros_like(values)
+    return (values - float(reference.mean())) / std
 
 
 @dataclass(frozen=True)
@@ -70,25 +106,39 @@ class Filter:
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, mode: str = "hybrid", translate: bool = True):
         self.store = store
+        self.mode = mode
+        self.translate = translate
         self.generation = 0
         self.vectors = None
+        self.lexical = None
         self.encoder = None
         self.model = None
         self._last: tuple[str, np.ndarray] | None = None
+        self.last_plan: QueryPlan | None = None
 
     def _refresh(self) -> None:
         generation = self.store.generation()
         if generation == self.generation:
             return
         model = self.store.model_info()
-        if self.encoder is None or model != self.model:
+        if self.mode != "lexical" and (self.encoder is None or model != self.model):
             self.encoder = query_encoder(model)
             self.model = model
             self._last = None
         self.vectors = self.store.load_vectors(generation)
+        self.lexical = self.store.load_lexical(generation) if self.mode != "dense" else None
         self.generation = generation
+
+    def plan(self, query: str) -> QueryPlan:
+        """How `query` is searched: the caller shows `terms` for translated questions."""
+        from . import lexical, translate
+
+        if has_han(query) or self.lexical is None or not self.translate:
+            return QueryPlan(query, {t: 1.0 for t in lexical.terms(query)}, False)
+        groups, missing = translate.english_query(query, self.lexical.translations, self.lexical.document_frequency)
+        return QueryPlan(query, translate.combine(groups), True, len(missing), groups)
 
     def search(
         self, query: str, k: int, offset: int = 0, where: Filter | None = None
@@ -100,26 +150,96 @@ class Searcher:
         with self.store.snapshot():
             self._refresh()
             timings["load_ms"] = (time.perf_counter() - t0) * 1000
+            plan = self.plan(query)
             t1 = time.perf_counter()
-            q = self._query_vector(query)[None, :]
+            q = self._query_vector(query) if self.mode != "lexical" else None
+            if q is not None and plan.translated and plan.groups:
+                # e5 matches Chinese with Chinese far better than English with Chinese.
+                words = "".join(max(g, key=g.get) for g in plan.groups)
+                q = q + self._query_vector(words)
+                q = q / np.linalg.norm(q)
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
-            scores, ids = self._nearest(q, (offset + k) * FETCH_FACTOR, where)
-            rows = self.store.chunk_rows(i for i in ids[0] if i >= 0)
-        hits = self._distinct(
-            [(rows[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if int(i) in rows], offset + k
-        )
+            ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR), where)
+            rows = self.store.chunk_rows(cid for cid, _ in ranked)
+        hits = self._distinct([(rows[cid], sc) for cid, sc in ranked if cid in rows], offset + k)
         timings["search_ms"] = (time.perf_counter() - t2) * 1000
+        self.last_plan = plan
         return hits[offset:offset + k], timings
 
-    def _nearest(self, q: np.ndarray, n: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search; a filter becomes an id selector, so the n best admitted chunks
-        come back however few of the index they are."""
+    def _rank(self, plan: QueryPlan, q: np.ndarray | None, fetch: int,
+              where: Filter | None) -> list[tuple[int, dict[str, float]]]:
+        """(chunk id, component scores) best first; "fused" orders them."""
+        allowed = where.chunk_ids(self.store) if where else None
+        fetch = min(self.vectors.ntotal if allowed is None else len(allowed), fetch)
+        if not fetch:
+            return []
+        dense: dict[int, float] = {}
+        if q is not None:
+            scores, ids = self._nearest(q[None, :], fetch, allowed)
+            dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
+        if plan.translated and dense and SENSE_FROM_DENSE:
+            self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
+        lex_all = self.lexical.scores(plan.terms) if self.lexical is not None and plan.terms else None
+        if lex_all is not None and allowed is not None:
+            admitted = np.zeros(len(lex_all), dtype=bool)
+            admitted[[self.lexical.row_of[int(c)] for c in allowed if int(c) in self.lexical.row_of]] = True
+            lex_all = np.where(admitted, lex_all, 0.0)
+        lex: dict[int, float] = {}
+        if lex_all is not None and lex_all.max() > 0:
+            top = np.argpartition(-lex_all, min(fetch, len(lex_all)) - 1)[:fetch]
+            lex = {int(self.lexical.ids[r]): float(lex_all[r]) for r in top if lex_all[r] > 0}
+        if not lex:
+            return [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
+        if not dense:
+            return [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
+        union = list(dict.fromkeys(list(dense) + list(lex)))
+        dense_u = self._dense_scores(q, union, dense)
+        row_of = self.lexical.row_of
+        lex_u = np.array([lex[c] if c in lex else float(lex_all[row_of[c]]) if c in row_of else 0.0 for c in union])
+        w = LEXICAL_WEIGHT_EN if plan.translated else LEXICAL_WEIGHT
+        fused = w * _zscores(lex_u, np.array(list(lex.values()))) + (1 - w) * _zscores(
+            dense_u, np.array(list(dense.values())))
+        # Whole-document keyword evidence: a question often names the region or body in the
+        # title and its subject in passages that never repeat them.
+        doc_all = self.lexical.document_scores(plan.terms)
+        doc_rows = self.lexical.chunk_documents
+        doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
+        fused = fused + DOCUMENT_WEIGHT * _zscores(doc_u, np.sort(doc_all)[-CANDIDATES:])
+        order = np.argsort(-fused, kind="stable")
+        return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "document": float(doc_u[i]),
+                            "fused": float(fused[i])}) for i in order]
+
+    def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> None:
+        """Among an English word's translations, prefer those the passages found by meaning
+        use: the dictionary cannot tell which sense the question means, the dense pass can."""
+        from .translate import combine
+
+        rows = np.array(sorted(self.lexical.row_of[c] for c in chunk_ids if c in self.lexical.row_of))
+        if len(rows):
+            plan.terms = combine(plan.groups, lambda t: SENSE_FLOOR + self.lexical.share_containing(t, rows))
+
+    def _dense_scores(self, q: np.ndarray, ids: list[int], known: dict[int, float]) -> np.ndarray:
+        missing = [c for c in ids if c not in known]
+        extra = {}
+        if missing:
+            vecs = np.vstack([self.vectors.reconstruct(c) for c in missing])
+            extra = dict(zip(missing, (vecs @ q).tolist()))
+        return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
+
+    def coverage(self, hit: Hit) -> float | None:
+        """How much of the last query's keyword information `hit` contains (lexical.py)."""
+        if self.lexical is None or self.last_plan is None or not self.last_plan.terms:
+            return None
+        return self.lexical.coverage(self.last_plan.terms, hit.chunk_id, self.last_plan.missing)
+
+    def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search; a filter's chunk ids become an id selector, so the n best admitted
+        chunks come back however few of the index they are."""
         params, total = None, self.vectors.ntotal
-        if where:
+        if allowed is not None:
             import faiss
 
-            allowed = where.chunk_ids(self.store)
             params, total = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), len(allowed)
         fetch = min(total, n)
         if not fetch:
@@ -131,19 +251,28 @@ class Searcher:
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
         return self._last[1]
 
+    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
+        """Cosine of each text, embedded as a passage, with the query."""
+        return np.asarray(self.encoder.passages(texts), dtype=np.float32) @ self._query_vector(query)
+
     @staticmethod
-    def _distinct(ranked: list[tuple[ChunkRow, float]], limit: int) -> list[Hit]:
+    def _distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> list[Hit]:
+        """Near-identical passages once; past PER_DOCUMENT passages of one document, the
+        rest of it waits until other documents have had their turn (diversity by document)."""
         out: list[Hit] = []
-        seen: list[set[str]] = []
-        for row, score in ranked:
+        deferred: list[Hit] = []
+        seen: list[tuple[str, set[str]]] = []
+        per_doc: dict[str, int] = {}
+        for row, scores in ranked:
             sh = _shingles(row.text)
-            if any(near_duplicate(sh, s) for s in seen):
+            # Across documents a copy is another source (and reposted notices are common).
+            if any(doc == row.doc and near_duplicate(sh, s) for doc, s in seen):
                 continue
-            seen.append(sh)
-            out.append(
-                Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, score, {"dense": score},
-                    page=row.page, meta=row.meta)
-            )
+            seen.append((row.doc, sh))
+            hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores,
+                      page=row.page, meta=row.meta)
+            per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
+            (out if PER_DOCUMENT is None or per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
             if len(out) == limit:
                 break
-        return out
+        return (out + deferred)[:limit]

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import lexical
 from .embed import ModelInfo
 from .records import Chunk, Document, Meta
 
@@ -168,6 +169,9 @@ class Store:
         finally:
             self.conn.execute("COMMIT")
 
+    def load_lexical(self, generation: int) -> "lexical.LexicalIndex | None":
+        return lexical.LexicalIndex.load(self.dir, generation)
+
     def load_vectors(self, generation: int):
         import faiss
 
@@ -290,6 +294,7 @@ class Store:
         ids = np.array([cid for cid, _ in keep_rows] + [r[0] for r in new_rows], dtype=np.int64)
         hashes = [h for _, h in keep_rows] + [r[3] for r in new_rows]
         self._write_vectors(generation, ids, self._vectors_for(hashes, model.dim), model.dim)
+        self._write_lexical(generation, [cid for cid, _ in keep_rows], new_rows, upserts)
 
         stamp = now()
         with self._transaction():
@@ -325,7 +330,31 @@ class Store:
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
             self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
         self._remove_old_vectors(generation)
+        lexical.remove_old(self.dir, generation)
         return generation
+
+    def _write_lexical(self, generation: int, keep_ids: list[int], new_rows: list, upserts: list[Upsert]) -> None:
+        """The keyword index of the new generation, over the same contextual text that is
+        embedded (title, section, passage), in the same id order as its vector file, and
+        over whole documents (title and passages)."""
+        from .indexer import search_text
+
+        rows = self.conn.execute(
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section '
+            "FROM chunks c JOIN documents d ON d.path = c.doc"
+        )
+        kept = {r[0]: (r[1], r[2], Chunk(r[1], *r[3:])) for r in rows}
+        chunks = [kept[i] for i in keep_ids]
+        titles = {u.doc.path: u.doc.title for u in upserts}
+        chunks += [(doc, titles[doc], c) for _, doc, c, _ in new_rows]
+        documents: dict[str, list[str]] = {}
+        for doc, title, c in sorted(chunks, key=lambda x: (x[0], x[2].ordinal)):
+            documents.setdefault(doc, [title]).append(c.text)
+        lexical.write(
+            self.dir, generation, np.array(keep_ids + [r[0] for r in new_rows], dtype=np.int64),
+            [search_text(title, c) for _, title, c in chunks], [doc for doc, _, _ in chunks],
+            {doc: "\n".join(parts) for doc, parts in documents.items()},
+        )
 
     def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(hashes), dim), dtype=np.float32)

@@ -1,0 +1,130 @@
+"""Hybrid retrieval: the keyword index kept with each generation, component scores,
+English questions, and the `eval` command's contract."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import CORPUS, ask_json, cli_env, run_cli
+
+SEED = "chengdu-sti-reform.txt"
+
+
+def _generations(index, prefix):
+    return sorted(p.name for p in index.iterdir() if p.name.startswith(prefix))
+
+
+def test_keyword_index_is_written_with_each_generation_and_follows_updates(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("甲市关于蓝莓种植补贴的通知\n对蓝莓种植户每亩补贴三百元。", encoding="utf-8")
+    index = tmp_path / "index"
+    assert run_cli("index", "build", "--corpus", str(corpus), "--index", str(index)).returncode == 0
+    assert _generations(index, "lexical-") == ["lexical-000001"]
+    with sqlite3.connect(index / "policyqa.sqlite3") as db:
+        chunk_ids = [i for (i,) in db.execute("SELECT id FROM chunks ORDER BY id")]
+    assert np.load(index / "lexical-000001" / "ids.npy").tolist() == chunk_ids
+
+    (corpus / "b.txt").write_text("乙市关于猕猴桃冷链物流的通知\n猕猴桃冷链运输给予运费补助。", encoding="utf-8")
+    proc = run_cli("index", "update", "--corpus", str(corpus), "--index", str(index))
+    if proc.returncode != 0:  # before the update command lands, a full build does the same
+        proc = run_cli("index", "build", "--corpus", str(corpus), "--index", str(index))
+    assert proc.returncode == 0, proc.stderr
+    assert _generations(index, "lexical-") == ["lexical-000001", "lexical-000002"]
+    out = ask_json(index, "猕猴桃冷链", "--explain", "--top-k", "1")
+    assert out["passages"][0]["doc"] == "b.txt"
+    assert out["passages"][0]["scores"]["lexical"] > 0
+
+
+def test_a_question_reads_the_keyword_index_and_never_builds_one(seed_index):
+    """The query path loads the persisted BM25 arrays: bm25s (and scipy) stay unimported."""
+    code = (
+        "import sys, json; from pathlib import Path\n"
+        "from policyqa.store import Store; from policyqa.search import Searcher\n"
+        f"hits, _ = Searcher(Store.open(Path({str(seed_index)!r}))).search('天使投资引导资金', 3)\n"
+        "print(json.dumps({'scores': hits[0].scores, 'bm25s': 'bm25s' in sys.modules,"
+        " 'scipy': 'scipy' in sys.modules, 'torch': 'torch' in sys.modules}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["scores"]["lexical"] > 0 and set(out["scores"]) == {"lexical", "dense", "document", "fused"}
+    assert not out["bm25s"] and not out["scipy"] and not out["torch"]
+
+
+def test_json_and_explain_show_component_scores(seed_index):
+    out = ask_json(seed_index, "成都技术转移集团注册资本是多少", "--top-k", "2")
+    for p in out["passages"]:
+        assert set(p["scores"]) == {"lexical", "dense", "document", "fused"}
+        assert p["score"] == p["scores"]["fused"]
+    assert out["passages"][0]["scores"]["fused"] >= out["passages"][1]["scores"]["fused"]
+    proc = run_cli("ask", "成都技术转移集团注册资本是多少", "--explain", "--index", str(seed_index))
+    assert proc.returncode == 0 and "lexical=" in proc.stdout and "dense=" in proc.stdout
+
+
+def test_english_question_is_searched_with_chinese_terms(seed_index):
+    out = ask_json(seed_index, "How is the performance of fiscal science spending evaluated?", "--top-k", "3")
+    assert out["passages"][0]["scores"]["lexical"] > 0, "the translation matched no Chinese word"
+    assert any("绩效评价" in p["text"] for p in out["passages"])
+    assert out["found"] and any("绩效" in a["text"] for a in out["answer"])
+
+
+def test_repeated_paragraph_appears_once(seed_index):
+    out = ask_json(seed_index, "成都市深化科技体制改革情况", "--top-k", "10")
+    texts = [p["text"] for p in out["passages"]]
+    assert len(set(texts)) == len(texts)
+
+
+def _questions(tmp_path, rows):
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_eval_json_contract(tmp_path, seed_index):
+    text = (CORPUS / SEED).open(encoding="utf-8").read()
+    start = text.index("注册资本10亿元")
+    questions = _questions(tmp_path, [
+        {"question": "成都技术转移集团注册资本是多少", "lang": "zh", "doc": SEED,
+         "answer_start": start, "answer_end": start + len("注册资本10亿元")},
+        {"question": "科创通平台的核心功能是什么", "lang": "zh", "doc": SEED},
+        {"question": "What incubation chain is the city building for startups?", "lang": "en", "doc": SEED},
+        {"question": "what financing support exists for seed-stage firms", "lang": "en", "doc": "elsewhere.txt"},
+    ])
+    proc = run_cli("eval", str(questions), "--index", str(seed_index), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    keys = {"n", "doc_hit@1", "doc_hit@5", "span_hit@5", "mrr@10", "latency_ms"}
+    assert set(out) == keys | {"by_lang"} and set(out["by_lang"]) == {"zh", "en"}
+    assert out["n"] == 4 and out["by_lang"]["zh"]["n"] == 2 and out["by_lang"]["en"]["n"] == 2
+    assert out["doc_hit@5"] == 0.75 and out["by_lang"]["en"]["doc_hit@5"] == 0.5  # the last is not in the corpus
+    assert out["span_hit@5"] == 1.0 and out["by_lang"]["en"]["span_hit@5"] is None
+    assert 0 < out["mrr@10"] <= 0.75 and out["doc_hit@1"] <= out["doc_hit@5"]
+    for part in [out, *out["by_lang"].values()]:
+        assert set(part) - {"by_lang"} == keys
+        assert part["latency_ms"]["p95"] >= part["latency_ms"]["mean"] * 0.5 > 0
+
+    table = run_cli("eval", str(questions), "--index", str(seed_index))
+    assert table.returncode == 0 and "doc hit@5" in table.stdout and "worst misses" in table.stdout
+
+
+def test_eval_rejects_a_malformed_question_file(tmp_path, seed_index):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "x", "doc": "a.txt"}\n{"question": "no doc"}\n', encoding="utf-8")
+    proc = run_cli("eval", str(bad), "--index", str(seed_index))
+    assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+
+
+def test_english_numbers_and_dates_are_written_the_chinese_way():
+    from policyqa.translate import chinese_numbers
+
+    assert "1240万" in chinese_numbers("Tianjin allocated 12.4 million yuan")
+    assert "30亿" in chinese_numbers("a 3 billion fund")
+    assert "2月17日" in chinese_numbers("As of February 17, how many")
+    assert "2020" in chinese_numbers("From February 2020") and "2月" in chinese_numbers("From February 2020")
+    assert "月" not in chinese_numbers("may I ask")
