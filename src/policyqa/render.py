@@ -78,7 +78,8 @@ def print_answer(console: Console, answer: Answer, explain: bool = False) -> Non
     if answer.searched and answer.searched != answer.question:
         console.print(Text.assemble(("searched: ", "dim"), (safe(answer.searched), "dim italic")))
     if not answer.found:
-        best = f" (best match scored {answer.hits[0].score:.2f})" if answer.hits else ""
+        top = answer.hits[0] if answer.hits else None
+        best = f" (closest passage: similarity {top.scores.get('dense', top.score):.2f})" if top else ""
         console.print(Text(f"Nothing in the corpus answers this well enough{best}.", style="yellow"))
         console.print(Text("Try naming the policy, programme or body you mean.", style="dim"))
         return
