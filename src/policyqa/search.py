@@ -13,10 +13,11 @@ import numpy as np
 
 from .embed import query_encoder
 from .records import Hit
-from .store import ChunkRow, Store
+from .store import ChunkRow, Store, VectorsGone
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
+SWITCH_RETRIES = 3  # a reader can lose its snapshot's vector file to two quick commits
 
 
 def normalized(text: str) -> str:
@@ -45,15 +46,24 @@ class Searcher:
         self._last: tuple[str, np.ndarray] | None = None
 
     def _refresh(self) -> None:
-        generation = self.store.generation()
-        if generation == self.generation:
+        """Inside a snapshot: the vectors of the snapshot's generation."""
+        for attempt in range(SWITCH_RETRIES + 1):
+            generation = self.store.generation()
+            if generation == self.generation:
+                return
+            model = self.store.model_info()
+            if self.encoder is None or model != self.model:
+                self.encoder = query_encoder(model)
+                self.model = model
+            try:
+                self.vectors = self.store.load_vectors(generation)
+            except VectorsGone:
+                if attempt == SWITCH_RETRIES:
+                    raise
+                self.store.renew_snapshot()
+                continue
+            self.generation = generation
             return
-        model = self.store.model_info()
-        if self.encoder is None or model != self.model:
-            self.encoder = query_encoder(model)
-            self.model = model
-        self.vectors = self.store.load_vectors(generation)
-        self.generation = generation
 
     def search(self, query: str, k: int, offset: int = 0) -> tuple[list[Hit], dict[str, float]]:
         """The passages ranked offset..offset+k for `query`, with timings in ms."""
