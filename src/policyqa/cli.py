@@ -206,10 +206,10 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
         log(report.summary(), err=False)
 
     try:
-        update("start")
-        click.echo(f"Watching {corpus} (Ctrl-C stops).", err=True)
         for n in corpus_dir.settled_changes(corpus, settle_s):
-            update(f"{n} change(s)")
+            update(f"{n} change(s)" if n else "start")
+            if not n:
+                click.echo(f"Watching {corpus} (Ctrl-C stops).", err=True)
     except KeyboardInterrupt:
         click.echo("Stopped watching; the index holds the last completed update.", err=True)
 

@@ -78,12 +78,17 @@ def _may_be_document(corpus: Path) -> Callable[[object, str], bool]:
 
 
 def settled_changes(corpus: Path, settle_s: float) -> Iterator[int]:
-    """Yields once per burst of document changes, when nothing has changed for `settle_s`
-    seconds (or after 10 x settle_s of continuous changes); yields the number of changed
-    paths. Ctrl-C raises KeyboardInterrupt."""
+    """Yields 0 once the watcher is live (so that nothing changed after it is missed), then
+    once per burst of document changes, when nothing has changed for `settle_s` seconds (or
+    after 10 x settle_s of continuous changes), the number of changed paths. Ctrl-C raises
+    KeyboardInterrupt."""
     from watchfiles import watch
 
     root = corpus.resolve()
     step_ms = max(50, int(settle_s * 1000))
-    for changes in watch(root, watch_filter=_may_be_document(root), step=step_ms, debounce=10 * step_ms):
-        yield len(changes)
+    live = False
+    for changes in watch(root, watch_filter=_may_be_document(root), step=step_ms, debounce=10 * step_ms,
+                         rust_timeout=1000, yield_on_timeout=True):
+        if changes or not live:
+            live = True
+            yield len(changes)
