@@ -181,7 +181,6 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
 
     from . import corpus as corpus_dir
     from . import indexer
-
     from .render import safe
 
     if not corpus.is_dir():
