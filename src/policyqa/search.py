@@ -23,7 +23,7 @@ import numpy as np
 
 from .embed import query_encoder
 from .records import Hit, Meta
-from .store import ChunkRow, Store
+from .store import ChunkRow, Store, VectorsGone
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
@@ -36,6 +36,7 @@ SENSE_FROM_DENSE = True
 SENSE_PASSAGES = 20  # top dense passages that vote on an English word's translation
 SENSE_FLOOR = 0.1
 PER_DOCUMENT: int | None = 1
+SWITCH_RETRIES = 3  # a reader can lose its snapshot's vector file to two quick commits
 
 
 def normalized(text: str) -> str:
@@ -119,17 +120,26 @@ class Searcher:
         self.last_plan: QueryPlan | None = None
 
     def _refresh(self) -> None:
-        generation = self.store.generation()
-        if generation == self.generation:
+        """Inside a snapshot: the vectors of the snapshot's generation."""
+        for attempt in range(SWITCH_RETRIES + 1):
+            generation = self.store.generation()
+            if generation == self.generation:
+                return
+            model = self.store.model_info()
+            if self.mode != "lexical" and (self.encoder is None or model != self.model):
+                self.encoder = query_encoder(model)
+                self.model = model
+                self._last = None
+            try:
+                self.vectors = self.store.load_vectors(generation)
+            except VectorsGone:
+                if attempt == SWITCH_RETRIES:
+                    raise
+                self.store.renew_snapshot()
+                continue
+            self.lexical = self.store.load_lexical(generation) if self.mode != "dense" else None
+            self.generation = generation
             return
-        model = self.store.model_info()
-        if self.mode != "lexical" and (self.encoder is None or model != self.model):
-            self.encoder = query_encoder(model)
-            self.model = model
-            self._last = None
-        self.vectors = self.store.load_vectors(generation)
-        self.lexical = self.store.load_lexical(generation) if self.mode != "dense" else None
-        self.generation = generation
 
     def plan(self, query: str) -> QueryPlan:
         """How `query` is searched: the caller shows `terms` for translated questions."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from .records import Chunk, Document, Meta
 FORMAT = 2  # 2: documents.meta (JSON) and chunks.page
 DB_NAME = "policyqa.sqlite3"
 LOCK_NAME = "write.lock"
+PAUSE_ENV = "POLICYQA_PAUSE_AT"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +56,11 @@ class NoIndex(StoreError):
 
 class WriterBusy(StoreError):
     pass
+
+
+class VectorsGone(StoreError):
+    """A generation's vector file is missing: normally because two newer commits replaced it
+    while a reader was switching, so the reader retries with the current generation."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,15 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def pause_point(name: str) -> None:
+    """Where crash tests stop a writer (env POLICYQA_PAUSE_AT=name) to kill it at a known
+    moment of its work: embedding, embedded, vectors-tmp, vectors-written, committing, committed."""
+    if os.environ.get(PAUSE_ENV) == name:
+        print(f"policyqa: paused at {name}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
 
 
 def vectors_name(generation: int) -> str:
@@ -172,6 +189,11 @@ class Store:
     def load_lexical(self, generation: int) -> "lexical.LexicalIndex | None":
         return lexical.LexicalIndex.load(self.dir, generation)
 
+    def renew_snapshot(self) -> None:
+        """Inside snapshot(): move it to the latest committed generation."""
+        self.conn.execute("COMMIT")
+        self.conn.execute("BEGIN")
+
     def load_vectors(self, generation: int):
         import faiss
 
@@ -179,6 +201,8 @@ class Store:
         try:
             return faiss.read_index(str(path))
         except RuntimeError as exc:
+            if not path.exists():
+                raise VectorsGone(f"{path.name} is missing; run `policyqa index build`") from exc
             raise StoreError(f"cannot read {path.name}; run `policyqa index build`") from exc
 
     def chunk_rows(self, ids: Iterable[int]) -> dict[int, ChunkRow]:
@@ -295,6 +319,7 @@ class Store:
         hashes = [h for _, h in keep_rows] + [r[3] for r in new_rows]
         self._write_vectors(generation, ids, self._vectors_for(hashes, model.dim), model.dim)
         self._write_lexical(generation, [cid for cid, _ in keep_rows], new_rows, upserts)
+        pause_point("vectors-written")
 
         stamp = now()
         with self._transaction():
@@ -329,6 +354,8 @@ class Store:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (stamp,))
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
             self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
+            pause_point("committing")
+        pause_point("committed")
         self._remove_old_vectors(generation)
         lexical.remove_old(self.dir, generation)
         return generation
@@ -380,6 +407,7 @@ class Store:
         final = self.dir / vectors_name(generation)
         tmp = final.with_suffix(".tmp")
         faiss.write_index(index, str(tmp))
+        pause_point("vectors-tmp")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -396,14 +424,24 @@ class Store:
                 p.unlink(missing_ok=True)
 
     @contextmanager
-    def writer_lock(self, timeout: float) -> Iterator[None]:
+    def writer_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Held while writing. The OS drops the lock with its process, so a killed writer
+        never leaves a stale lock behind."""
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(self.dir / LOCK_NAME))
         try:
-            lock.acquire(timeout=timeout)
+            lock.acquire(timeout=0)
         except Timeout:
-            raise WriterBusy(f"another process is updating {self.dir}; try again when it has finished") from None
+            if on_wait and timeout > 0:
+                on_wait(f"another process is updating {self.dir}; waiting up to {timeout:g} s for it to finish")
+            try:
+                lock.acquire(timeout=timeout)
+            except Timeout:
+                raise WriterBusy(
+                    f"another process is still updating {self.dir} after {timeout:g} s; "
+                    "try again when it has finished (or wait longer with --wait SECONDS)"
+                ) from None
         try:
             yield
         finally:
