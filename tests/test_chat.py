@@ -193,6 +193,25 @@ def test_chat_reads_piped_lines(files):
     assert "\x1b" not in proc.stdout and not (home / "history").exists(), "no terminal, no history"
 
 
+def test_filter_restricts_the_session_and_can_be_lifted(files):
+    corpus, index, home = files
+    lines = f"/filter doc=chengdu*\n{PANDA_QUESTION}\n/status\n/filter after=2020-13-01\n/filter off\n{PANDA_QUESTION}\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "policyqa", "chat", "--corpus", str(corpus), "--index", str(index)],
+        input=lines, env=cli_env(POLICYQA_HOME=str(home)), capture_output=True, text=True, encoding="utf-8",
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    filtered, _, lifted = proc.stdout.partition("Filter: none (all documents).")
+    assert "Filter: doc=chengdu*." in filtered and "panda" not in filtered
+    assert "Nothing in the corpus answers this" in filtered  # the panda notice is filtered out
+    assert "'2020-13-01' is not a date as YYYY-MM-DD" in filtered
+    assert "3000万元" in lifted and "panda" in lifted
+
+    refused = run_cli("chat", "--doc", "nothing-like-this*", "--corpus", str(corpus), "--index", str(index))
+    assert refused.returncode == 2 and "no indexed document matches" in refused.stderr
+
+
 def test_follow_up_more_and_new_topic(files):
     corpus, index, home = files
     term = chat(corpus, index, home)

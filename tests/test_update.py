@@ -110,7 +110,7 @@ def test_add_copies_files_and_folders_then_updates(setup, index, tmp_path):
     folder = tmp_path / "incoming"
     (folder / "deep").mkdir(parents=True)
     shutil.copy(setup.new / "e.txt", folder / "deep" / "e.txt")
-    (folder / "notes.pdf").write_bytes(b"%PDF")  # not a document: not copied
+    (folder / "notes.exe").write_bytes(b"MZ")  # not a document: not copied
     single = tmp_path / "single.md"
     single.write_text((setup.new / "b.txt").read_text(encoding="utf-8"), encoding="utf-8")
 
@@ -118,7 +118,7 @@ def test_add_copies_files_and_folders_then_updates(setup, index, tmp_path):
                    "--corpus", str(corpus), "--index", str(index), **NANO)
     assert proc.returncode == 0, proc.stderr
     assert (corpus / "incoming" / "deep" / "e.txt").read_bytes() == (setup.new / "e.txt").read_bytes()
-    assert (corpus / "single.md").exists() and not (corpus / "incoming" / "notes.pdf").exists()
+    assert (corpus / "single.md").exists() and not (corpus / "incoming" / "notes.exe").exists()
     out = json.loads(proc.stdout)
     assert (out["added"], out["updated"], out["unchanged"], out["removed"]) == (2, 0, 4, 0)
     docs = {d for d, *_ in crash.consistent_chunks(index)[1]}

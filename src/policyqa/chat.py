@@ -10,6 +10,7 @@ processes by itself.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import traceback
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ from .followup import Topic
 from .load import CorpusError
 from .records import Answer, Hit
 from .render import BuildProgress, key_values, plain, print_answer, print_context, print_passages
-from .search import Searcher
+from .search import Filter, FilterError, Searcher, checked_filter
 from .store import Store, StoreError
 
 PROMPT = "policyqa> "
 MAX_K = 50
+FILTER_KEYS = ("doc", "after", "before", "issuer")
 LEAVE = ("/quit", "/exit")
 REINDEX_WAIT_S = 5.0  # a chat should not hang behind another process's long build
 
@@ -48,6 +50,8 @@ COMMANDS = {
     "/open": Command("/open N", "show citation N in its document, the passage highlighted"),
     "/more": Command("/more", "the next passages for the last question"),
     "/k": Command("/k N", "show N passages per answer"),
+    "/filter": Command("/filter [doc=GLOB] [after=DATE] [before=DATE] [issuer=TEXT] | off",
+                       "search only the documents that match (no argument: show the filter)"),
     "/docs": Command("/docs", "list the indexed documents"),
     "/status": Command("/status", "index, model and session settings"),
     "/reindex": Command("/reindex", "bring the index up to date with the corpus"),
@@ -71,12 +75,15 @@ class Chat:
     """One conversation over one index. `handle` takes a typed line and returns False
     when the user leaves."""
 
-    def __init__(self, corpus: Path, index_dir: Path, store: Store, console: Console, k: int = 5):
+    def __init__(
+        self, corpus: Path, index_dir: Path, store: Store, console: Console, k: int = 5, where: Filter | None = None
+    ):
         self.corpus = corpus
         self.index_dir = index_dir
         self.store = store
         self.console = console
         self.k = k
+        self.where = where
         self.searcher = Searcher(store)
         self.topic = Topic()
         self.query: str | None = None  # what was searched for the last question
@@ -84,7 +91,7 @@ class Chat:
         self.last_timings: dict[str, float] = {}
         self.history_path: Path | None = None
         self.commands: dict[str, Callable[[str], bool | None]] = {
-            "/help": self.help, "/open": self.open, "/more": self.more, "/k": self.set_k,
+            "/help": self.help, "/open": self.open, "/more": self.more, "/k": self.set_k, "/filter": self.filter,
             "/docs": self.docs, "/status": self.status, "/reindex": self.reindex, "/new": self.new,
             **{name: lambda arg: False for name in LEAVE},
         }
@@ -105,7 +112,7 @@ class Chat:
 
     def ask(self, question: str) -> None:
         searched = self.topic.query_for(question)
-        answer = ask(self.searcher, question, self.k, searched=searched)
+        answer = ask(self.searcher, question, self.k, searched=searched, where=self.where)
         self.query = searched or question
         self.shown = list(answer.hits)
         self.last_timings = answer.timings_ms
@@ -134,7 +141,7 @@ class Chat:
     def more(self, arg: str) -> None:
         if self.query is None:
             raise UsageError("ask a question first; /more then shows its next passages")
-        hits, _ = self.searcher.search(self.query, self.k, offset=len(self.shown))
+        hits, _ = self.searcher.search(self.query, self.k, offset=len(self.shown), where=self.where)
         if not hits:
             self.console.print(Text("No more passages for this question.", style="yellow"))
             return
@@ -146,6 +153,23 @@ class Chat:
         if arg:
             self.k = _number(arg, "/k N", 1, MAX_K)
         self.console.print(f"{self.k} passages per answer.")
+
+    def filter(self, arg: str) -> None:
+        if arg.lower() == "off":
+            self.where = None
+        elif arg:
+            bounds = {}
+            try:
+                parts = shlex.split(arg)
+            except ValueError as exc:
+                raise UsageError(f"{COMMANDS['/filter'].usage}: {exc}") from None
+            for part in parts:
+                key, sep, value = part.partition("=")
+                if not sep or key not in FILTER_KEYS or not value:
+                    raise UsageError(f"{COMMANDS['/filter'].usage}: cannot read {part!r}")
+                bounds[key] = value
+            self.where = checked_filter(self.store, **bounds)
+        self.console.print(plain(f"Filter: {describe_filter(self.where)}."))
 
     def docs(self, arg: str) -> None:
         table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
@@ -168,6 +192,7 @@ class Chat:
             ("chunks", str(chunks)),
             ("model", meta.get("model", "?")),
             ("passages", f"{self.k} per answer"),
+            ("filter", describe_filter(self.where)),
             ("topic", self.topic.question or "none"),
         ]
         if self.last_timings:
@@ -194,7 +219,15 @@ class Chat:
             ("policyqa chat", "bold"), " · ", plain(str(self.corpus)), " · ",
             f"{documents} documents, {chunks} chunks · ", plain(model),
         ))
+        if self.where:
+            self.console.print(plain(f"Filter: {describe_filter(self.where)}.", "dim"))
         self.console.print(Text("Ask a question in Chinese or English. /help lists commands; Ctrl-D leaves.", style="dim"))
+
+
+def describe_filter(where: Filter | None) -> str:
+    if not where:
+        return "none (all documents)"
+    return " ".join(f"{key}={getattr(where, key)}" for key in FILTER_KEYS if getattr(where, key))
 
 
 def _number(arg: str, usage: str, low: int, high: int) -> int:
@@ -272,7 +305,7 @@ def lines_from_terminal(chat: Chat) -> Iterable[str]:
 
 
 # Failures whose message is meant for users (the CLI maps the same ones to exit codes).
-USER_ERRORS = (StoreError, ModelError, CorpusError)
+USER_ERRORS = (StoreError, ModelError, CorpusError, FilterError)
 
 
 def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
@@ -293,9 +326,9 @@ def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
             chat.console.print(plain(f"error: {message.strip().splitlines()[0] if message.strip() else 'error'}", "red"))
 
 
-def main(corpus: Path, index_dir: Path, store: Store, k: int, debug: bool) -> None:
+def main(corpus: Path, index_dir: Path, store: Store, k: int, where: Filter | None, debug: bool) -> None:
     console = Console(highlight=False)
-    chat = Chat(corpus, index_dir, store, console, k)
+    chat = Chat(corpus, index_dir, store, console, k, where)
     chat.banner()
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     lines = lines_from_terminal(chat) if interactive else sys.stdin

@@ -20,6 +20,7 @@ import click
 
 from .embed import BUNDLED, ENGINES, ModelError
 from .load import CorpusError
+from .search import FilterError
 from .store import NoIndex, Store, StoreError
 
 PROG = "policyqa"
@@ -55,41 +56,16 @@ def index_option(f):
     )(f)
 
 
-def _iso_date(ctx, param, value: str | None) -> str | None:
-    from datetime import date
-
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date as YYYY-MM-DD") from None
-
-
 def filter_options(f):
     """--doc/--after/--before/--issuer, for every command that searches."""
     for option in reversed([
         click.option("--doc", "doc_glob", metavar="GLOB", help="Only documents whose path or file name matches GLOB."),
-        click.option("--after", metavar="DATE", callback=_iso_date, help="Only documents dated on or after DATE (YYYY-MM-DD)."),
-        click.option("--before", metavar="DATE", callback=_iso_date, help="Only documents dated on or before DATE (YYYY-MM-DD)."),
+        click.option("--after", metavar="DATE", help="Only documents dated on or after DATE (YYYY-MM-DD)."),
+        click.option("--before", metavar="DATE", help="Only documents dated on or before DATE (YYYY-MM-DD)."),
         click.option("--issuer", metavar="TEXT", help="Only documents whose issuing authority contains TEXT."),
     ]):
         f = option(f)
     return f
-
-
-def make_filter(store: Store, doc_glob: str | None, after: str | None, before: str | None, issuer: str | None):
-    """The Filter for these options, or None; bad input when it admits no document."""
-    from .search import Filter
-
-    where = Filter(doc=doc_glob, after=after, before=before, issuer=issuer)
-    if not where:
-        return None
-    if after and before and after > before:
-        raise BadInput(f"--after {after} is later than --before {before}")
-    if not where.chunk_ids(store).size:
-        raise BadInput("no indexed document matches the filters (see `policyqa index status`)")
-    return where
 
 
 def engine_option(f):
@@ -306,10 +282,10 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str |
     if not question.strip():
         raise BadInput("the question is empty")
     from .answer import ask as answer_question
-    from .search import Searcher
+    from .search import Searcher, checked_filter
 
     store = open_or_build(corpus, index_dir)
-    where = make_filter(store, doc_glob, after, before, issuer)
+    where = checked_filter(store, doc_glob, after, before, issuer)
     result = answer_question(Searcher(store), question.strip(), top_k, where=where)
     if as_json:
         from .render import answer_json
@@ -323,17 +299,21 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str |
 
 @cli.command()
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 50), help="Passages per answer.")
+@filter_options
 @corpus_option
 @index_option
 @click.pass_context
-def chat(ctx: click.Context, top_k: int, corpus: Path, index_dir: Path) -> None:
+def chat(ctx: click.Context, top_k: int, doc_glob: str | None, after: str | None, before: str | None,
+         issuer: str | None, corpus: Path, index_dir: Path) -> None:
     """Ask questions one after another in an interactive session (also: bare `policyqa`).
 
-    Slash commands: /help /open N /more /k N /docs /status /reindex /new /quit."""
+    Slash commands: /help /open N /more /k N /filter /docs /status /reindex /new /quit."""
     from . import chat as session
+    from .search import checked_filter
 
     store = open_or_build(corpus, index_dir)
-    session.main(corpus, index_dir, store, top_k, debug=bool(ctx.obj and ctx.obj.get("debug")))
+    where = checked_filter(store, doc_glob, after, before, issuer)
+    session.main(corpus, index_dir, store, top_k, where, debug=bool(ctx.obj and ctx.obj.get("debug")))
 
 
 @cli.command("eval")
@@ -389,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.UsageError as exc:
         return _fail(f"{exc.format_message()} (see `{PROG} --help`)", 2, debug)
-    except (BadInput, CorpusError) as exc:
+    except (BadInput, CorpusError, FilterError) as exc:
         return _fail(str(exc), 2, debug)
     except (StoreError, ModelError) as exc:
         return _fail(str(exc), 1, debug)

@@ -13,8 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .indexer import CorpusError
-from .load import SUFFIXES, corpus_files
+from .load import SUFFIXES, CorpusError, corpus_files
 
 
 def plan_add(paths: list[Path], corpus: Path) -> list[tuple[Path, Path]]:
@@ -29,7 +28,7 @@ def plan_add(paths: list[Path], corpus: Path) -> list[tuple[Path, Path]]:
             folder = path.resolve()
             if corpus.resolve() == folder or corpus.resolve().is_relative_to(folder):
                 raise CorpusError(f"{path} holds the corpus directory itself")
-            found = corpus_files(folder)
+            found = [f for f in corpus_files(folder) if f.suffix.lower() in SUFFIXES]
             if not found:
                 raise CorpusError(f"no {' or '.join(SUFFIXES)} files in {path}")
             pairs = [(f, corpus / folder.name / f.relative_to(folder)) for f in found]

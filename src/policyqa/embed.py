@@ -199,7 +199,8 @@ class BundledPassageEncoder(BundledQueryEncoder):
         self.info = ModelInfo(name=BUNDLED, fingerprint=bundled_fingerprint(), dim=int(self._engine.dim))
 
     def passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return np.asarray(super().passages(texts), dtype=np.float32).reshape(len(texts), self.info.dim)
+        vectors = self._engine.passage([t.strip() for t in texts])
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.info.dim)
 
 
 def passage_encoder(

@@ -104,6 +104,36 @@ class Filter:
         return store.chunk_ids_of(p for p, m in store.document_meta().items() if self.admits(p, m))
 
 
+class FilterError(ValueError):
+    """Filter bounds that cannot be used; the message says why."""
+
+
+def _iso_date(name: str, value: str | None) -> str | None:
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise FilterError(f"{name} {value!r} is not a date as YYYY-MM-DD") from None
+
+
+def checked_filter(
+    store: Store, doc: str | None = None, after: str | None = None, before: str | None = None, issuer: str | None = None
+) -> Filter | None:
+    """The Filter for these bounds, or None when there are none. Refuses malformed dates,
+    an empty date range, and bounds that admit no indexed document."""
+    where = Filter(doc=doc, after=_iso_date("--after", after), before=_iso_date("--before", before), issuer=issuer)
+    if not where:
+        return None
+    if where.after and where.before and where.after > where.before:
+        raise FilterError(f"--after {where.after} is later than --before {where.before}")
+    if not where.chunk_ids(store).size:
+        raise FilterError("no indexed document matches the filters (see `policyqa index status`)")
+    return where
+
+
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
