@@ -4,7 +4,8 @@
 
 Prints, in one run:
 - cold `policyqa ask` wall time with the index present (median of --runs fresh processes),
-  beside a bare `python -c pass` and `python -c "import numpy"` for scale;
+  for an English and a Chinese question, beside a bare `python -c pass` and
+  `python -c "import numpy"` for scale;
 - warm latency of the same question path (search + answer) in one process;
 - index build throughput (chunks/s, model load excluded) against raw `model.encode`
   throughput on exactly the same chunk texts, and their ratio.
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 NCPQA = ROOT.parent / "shared" / "bench" / "ncpqa" / "docs"
 SEED_DEV = ROOT.parent / "shared" / "eval" / "seed_dev.jsonl"
 QUESTION = "what financing support exists for seed-stage firms"
+QUESTION_ZH = "科技企业债权融资风险补偿资金池规模多大"
 
 
 def wall(cmd: list[str], env: dict) -> float:
@@ -47,10 +49,11 @@ def cold_ask(index: Path, runs: int) -> None:
     py = sys.executable
     base = median_wall([py, "-c", "pass"], env, runs)
     numpy = median_wall([py, "-c", "import numpy"], env, runs)
-    ask = median_wall([py, "-m", "policyqa", "ask", QUESTION, "--index", str(index)], env, runs)
-    ask_json = median_wall([py, "-m", "policyqa", "ask", QUESTION, "--json", "--index", str(index)], env, runs)
-    print(f"cold ask (median of {runs}):  {ask:.3f} s   (--json {ask_json:.3f} s)")
-    print(f"  for scale: python -c pass {base:.3f} s, import numpy {numpy:.3f} s; ask/numpy = {ask / numpy:.1f}x")
+    for label, question in (("English", QUESTION), ("Chinese", QUESTION_ZH)):
+        ask = median_wall([py, "-m", "policyqa", "ask", question, "--index", str(index)], env, runs)
+        ask_json = median_wall([py, "-m", "policyqa", "ask", question, "--json", "--index", str(index)], env, runs)
+        print(f"cold ask, {label} question (median of {runs}):  {ask:.3f} s   (--json {ask_json:.3f} s)")
+    print(f"  for scale: python -c pass {base:.3f} s, import numpy {numpy:.3f} s")
 
 
 def warm_latency(index: Path) -> None:

@@ -291,10 +291,20 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str |
         from .render import answer_json
 
         write_json(answer_json(result))
-        return
-    from .render import print_answer
+    else:
+        from .render import print_answer
 
-    print_answer(_stdout_console(), result, explain=explain)
+        print_answer(_stdout_console(), result, explain=explain)
+    exit_now()
+
+
+def exit_now() -> None:
+    """End a read-only one-shot command at once: the answer is out, nothing is left to
+    write, and tearing down the interpreter (the model, FAISS, numpy) costs a cold
+    question ~0.13 s, a fifth of its time."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @cli.command()
