@@ -31,11 +31,9 @@ CANDIDATES = 50
 LEXICAL_WEIGHT = 0.6
 LEXICAL_WEIGHT_EN = 0.6
 DOCUMENT_WEIGHT = 0.6  # added to the fused z-score: the z-score of the passage's document
-MODES = ("hybrid", "dense", "lexical")
-SENSE_FROM_DENSE = True
 SENSE_PASSAGES = 20  # top dense passages that vote on an English word's translation
 SENSE_FLOOR = 0.1
-PER_DOCUMENT: int | None = 1
+PER_DOCUMENT = 1
 SWITCH_RETRIES = 3  # a reader can lose its snapshot's vector file to two quick commits
 
 
@@ -218,7 +216,7 @@ class Searcher:
         if q is not None:
             scores, ids = self._nearest(q[None, :], fetch, allowed)
             dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
-        if plan.translated and dense and SENSE_FROM_DENSE:
+        if plan.translated and dense:
             self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
         lex_all = self.lexical.scores(plan.terms) if self.lexical is not None and plan.terms else None
         if lex_all is not None and allowed is not None:
@@ -291,10 +289,6 @@ class Searcher:
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
         return self._last[1]
 
-    def similarity(self, query: str, texts: list[str]) -> np.ndarray:
-        """Cosine of each text, embedded as a passage, with the query."""
-        return np.asarray(self.encoder.passages(texts), dtype=np.float32) @ self._query_vector(query)
-
     @staticmethod
     def _distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> list[Hit]:
         """Near-identical passages once; past PER_DOCUMENT passages of one document, the
@@ -312,7 +306,7 @@ class Searcher:
             hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores,
                       page=row.page, meta=row.meta)
             per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
-            (out if PER_DOCUMENT is None or per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
+            (out if per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
             if len(out) == limit:
                 break
         return (out + deferred)[:limit]
