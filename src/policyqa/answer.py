@@ -60,8 +60,10 @@ def ask(
     query = searched or question
     hits, timings = searcher.search(query, k, where=where)
     t0 = time.perf_counter()
-    plan = searcher.last_plan
-    # An English question shares no words with Chinese sentences; its translation does.
+    # Answer sentences are matched with the words typed: in a follow-up they are what is
+    # new, the searched topic would pick the previous answer again. An English question
+    # shares no words with Chinese sentences; its translation does.
+    plan = searcher.last_plan if query == question else searcher.plan(question)
     keywords = " ".join(plan.terms) if plan is not None and plan.translated and plan.terms else None
     coverage = searcher.coverage(hits[0]) if hits else None
     result = compose(question, hits, searched, keywords, coverage)
