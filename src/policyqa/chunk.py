@@ -166,3 +166,12 @@ def chunk_document(doc: Document) -> list[Chunk]:
             current.append(span)
     close()
     return chunks
+
+
+def search_text(title: str, c: Chunk) -> str:
+    """What is embedded for a chunk: its text in context, so that a question naming the
+    document's subject or region finds passages that do not repeat it."""
+    head = [title]
+    if c.section and not c.text.startswith(c.section):
+        head.append(c.section)
+    return "\n".join(head + [c.text])

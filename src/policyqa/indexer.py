@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import chunk as chunking
+from .chunk import search_text
 from .clean import clean
 from .embed import BUNDLED, BundledPassageEncoder, ModelError, PassageEncoder, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
@@ -54,15 +55,6 @@ class Progress:
     def embedded(self, n: int) -> None: ...
     def warn(self, message: str) -> None: ...
     def note(self, message: str) -> None: ...
-
-
-def search_text(title: str, c: Chunk) -> str:
-    """What is embedded for a chunk: its text in context, so that a question naming the
-    document's subject or region finds passages that do not repeat it."""
-    head = [title]
-    if c.section and not c.text.startswith(c.section):
-        head.append(c.section)
-    return "\n".join(head + [c.text])
 
 
 def embed_hash(fingerprint: str, text: str) -> str:

@@ -50,7 +50,7 @@ def terms(text: str) -> list[str]:
     return [t for t in rjieba.cut_for_search(text) if _WORD.search(t) and t not in STOPWORDS]
 
 
-def _generation_dir(index_dir: Path, generation: int) -> Path:
+def generation_dir(index_dir: Path, generation: int) -> Path:
     return index_dir / _DIR.format(generation)
 
 
@@ -76,7 +76,7 @@ def write(index_dir: Path, generation: int, ids: np.ndarray, texts: list[str], d
     plus the translation table of the passage vocabulary."""
     from .translate import write_table
 
-    final = _generation_dir(index_dir, generation)
+    final = generation_dir(index_dir, generation)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     vocab = _write_bm25(tmp / "passages", texts)
@@ -158,7 +158,7 @@ class LexicalIndex:
     @classmethod
     def load(cls, index_dir: Path, generation: int) -> "LexicalIndex | None":
         """None when the generation has no keyword index (built before there was one)."""
-        d = _generation_dir(index_dir, generation)
+        d = generation_dir(index_dir, generation)
         if not (d / "ids.npy").exists():
             return None
         ids = np.load(d / "ids.npy")

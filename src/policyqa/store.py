@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import lexical
+from .chunk import search_text
 from .embed import ModelInfo
 from .records import Chunk, Document, Meta
 
@@ -255,8 +256,12 @@ class Store:
         return docs, chunks
 
     def size_bytes(self) -> int:
-        names = {DB_NAME, DB_NAME + "-wal", vectors_name(self.generation())}
-        return sum(p.stat().st_size for p in self.dir.iterdir() if p.name in names)
+        """Bytes of the current generation: database, vector file and keyword index."""
+        generation = self.generation()
+        names = {DB_NAME, DB_NAME + "-wal", vectors_name(generation)}
+        files = [p for p in self.dir.iterdir() if p.name in names]
+        files += [p for p in lexical.generation_dir(self.dir, generation).rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files)
 
     # ---- writing ------------------------------------------------------------------
     def cached_vectors(self, hashes: Iterable[str]) -> set[str]:
@@ -364,8 +369,6 @@ class Store:
         """The keyword index of the new generation, over the same contextual text that is
         embedded (title, section, passage), in the same id order as its vector file, and
         over whole documents (title and passages)."""
-        from .indexer import search_text
-
         rows = self.conn.execute(
             'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section '
             "FROM chunks c JOIN documents d ON d.path = c.doc"
