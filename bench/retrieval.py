@@ -24,6 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from policyqa import indexer  # noqa: E402
+from policyqa.lexical import WORDS  # noqa: E402
 from policyqa.evaluate import Question, evaluate  # noqa: E402
 from policyqa.search import Searcher  # noqa: E402
 from policyqa.store import Store  # noqa: E402
@@ -31,11 +32,13 @@ from policyqa.store import Store  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 PIPELINES = [
-    ("BM25 over rjieba terms (title+section+passage)", dict(mode="lexical", translate=False)),
-    ("BM25, English translated (translate.py)", dict(mode="lexical", translate=True)),
+    ("BM25 over rjieba words (title+section+passage)", dict(mode="lexical", translate=False, chinese=WORDS)),
+    ("BM25 over character bigrams (title+section+passage)", dict(mode="lexical", translate=False)),
+    ("BM25 over words, English translated (translate.py)", dict(mode="lexical", chinese=WORDS)),
     ("dense multilingual-e5-small", dict(mode="dense")),
-    ("hybrid, no English translation", dict(mode="hybrid", translate=False)),
-    ("final: hybrid + English translation", dict(mode="hybrid", translate=True)),
+    ("hybrid of words, dense and document words", dict(translate=False, chinese=WORDS)),
+    ("the same + English translation", dict(chinese=WORDS)),
+    ("final: hybrid, Chinese by bigrams, English translated", {}),
 ]
 
 

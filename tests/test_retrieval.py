@@ -3,6 +3,7 @@ English questions, and the `eval` command's contract."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -41,19 +42,57 @@ def test_keyword_index_is_written_with_each_generation_and_follows_updates(tmp_p
 
 
 def test_a_question_reads_the_keyword_index_and_never_builds_one(seed_index):
-    """The query path loads the persisted BM25 arrays: bm25s (and scipy) stay unimported."""
+    """The query path loads the persisted BM25 arrays: bm25s (and scipy) stay unimported,
+    and a Chinese question is searched by character bigrams without loading the segmenter."""
     code = (
         "import sys, json; from pathlib import Path\n"
         "from policyqa.store import Store; from policyqa.search import Searcher\n"
         f"hits, _ = Searcher(Store.open(Path({str(seed_index)!r}))).search('天使投资引导资金', 3)\n"
         "print(json.dumps({'scores': hits[0].scores, 'bm25s': 'bm25s' in sys.modules,"
-        " 'scipy': 'scipy' in sys.modules, 'torch': 'torch' in sys.modules}))"
+        " 'scipy': 'scipy' in sys.modules, 'torch': 'torch' in sys.modules, 'rjieba': 'rjieba' in sys.modules}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["scores"]["lexical"] > 0 and set(out["scores"]) == {"lexical", "dense", "document", "fused"}
-    assert not out["bm25s"] and not out["scipy"] and not out["torch"]
+    assert not out["bm25s"] and not out["scipy"] and not out["torch"] and not out["rjieba"]
+
+
+def test_bigrams_cut_han_runs_and_keep_latin_words_and_numbers_whole():
+    from policyqa.lexical import bigrams
+
+    assert bigrams("财政部公告2020年第8号") == ["财政", "政部", "部公", "公告", "2020", "年第", "8", "号"]
+    assert bigrams("天使投资\n引导资金") == ["天使", "使投", "投资", "资引", "引导", "导资", "资金"]
+    assert bigrams("Tax relief: 12.5万元") == ["tax", "relief", "12.5", "万元"]
+    assert bigrams("ＡＢＣ　股权") == ["abc", "股权"]  # NFKC: full-width letters and space
+
+
+def test_an_outdated_keyword_index_is_skipped_then_rewritten_without_embedding(tmp_path, seed_index):
+    """An index written by an older release keeps answering (dense only), and the next
+    `index update` rewrites its keyword index from the stored passages."""
+    index = tmp_path / "index"
+    shutil.copytree(seed_index, index)
+    settings = index / "lexical-000001" / "settings.json"
+    settings.write_text('{"segmenter": "an older one"}', encoding="utf-8")
+    before = ask_json(index, "天使投资引导资金规模多大", "--top-k", "1")
+    assert "lexical" not in before["passages"][0]["scores"]
+
+    proc = run_cli("index", "update", "--corpus", str(CORPUS), "--index", str(index), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["chunks_embedded"] == 0
+    assert _generations(index, "lexical-") == ["lexical-000001", "lexical-000002"]
+    after = ask_json(index, "天使投资引导资金规模多大", "--top-k", "1")
+    assert after["passages"][0]["scores"]["lexical"] > 0
+    assert after["found"] and "2亿元" in after["answer"][0]["text"]
+
+
+def test_a_term_longer_than_any_in_the_vocabulary_is_not_matched_by_its_prefix(tmp_path):
+    from policyqa import lexical
+
+    lexical.write(tmp_path, 1, np.array([7]), ["甲 ab"], ["a.txt"], {"a.txt": "甲 ab"})
+    keywords = lexical.LexicalIndex.load(tmp_path, 1).bigrams
+    assert keywords.scores({"ab": 1.0})[0] > 0
+    assert keywords.scores({"abc": 1.0})[0] == 0 and keywords.scores({"a": 1.0})[0] == 0
 
 
 def test_json_and_explain_show_component_scores(seed_index):

@@ -155,7 +155,8 @@ def _update_locked(
         if encoder.info.fingerprint != model.fingerprint:
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
-    if upserts or removed or full or store.generation() == 0 or report.skipped != _skipped(store):
+    stale = store.generation() == 0 or not store.lexical_is_current()
+    if upserts or removed or full or stale or report.skipped != _skipped(store):
         store.commit(model, chunking.SETTINGS, upserts, removed, report.skipped, replace_all=full, keep=keep)
     report.chunks = store.counts()[1]
     return report

@@ -1,15 +1,17 @@
 """Finding the passages for a question.
 
-Owns: the query plan (the question as embedded, and its weighted keyword terms: Chinese
-words, or an English question's Chinese translation), the dense search (FAISS) and the
+Owns: the query plan (the question as embedded, and its weighted keyword terms: a
+Chinese question's character bigrams, or an English question's translation into Chinese
+words), the dense search (FAISS) and the
 keyword search (BM25, lexical.py) over the current index generation (reloaded when
 another process commits a new one), restricting both to the documents a Filter admits,
 their fusion, and dropping near-identical passages.
 
-Fusion: each component's scores are standardised over its own top CANDIDATES (z-scores),
-then mixed with weight LEXICAL_WEIGHT (English: LEXICAL_WEIGHT_EN, whose keyword query is
-a translation), plus DOCUMENT_WEIGHT x the z-score of the passage's whole document under
-BM25. Tuned on NCPQA dev (bench/retrieval.py).
+Fusion: each component's scores -- the passage's keyword BM25, its dense similarity, and
+the keyword BM25 of its whole document -- are standardised over that component's top
+CANDIDATES (z-scores) and summed with the weights of FUSION. Tuned on NCPQA dev
+(bench/retrieval.py); for Chinese questions doc hit@5 stays within 0.955-0.965 for a
+keyword weight of 0.7-1.4 and a document weight of 0.3-0.9.
 """
 from __future__ import annotations
 
@@ -21,16 +23,20 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
+from . import lexical, translate
 from .embed import query_encoder
+from .lexical import BIGRAMS, WORDS
 from .records import Hit, Meta
 from .store import ChunkRow, Store, VectorsGone
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
 CANDIDATES = 50
-LEXICAL_WEIGHT = 0.6
-LEXICAL_WEIGHT_EN = 0.6
-DOCUMENT_WEIGHT = 0.6  # added to the fused z-score: the z-score of the passage's document
+# Weights of the components' z-scores, by how the question's keywords were cut.
+FUSION = {
+    BIGRAMS: {"lexical": 1.0, "dense": 0.4, "document": 0.6},  # a Chinese question
+    WORDS: {"lexical": 0.6, "dense": 0.4, "document": 0.6},  # an English question's translation
+}
 SENSE_PASSAGES = 20  # top dense passages that vote on an English word's translation
 SENSE_FLOOR = 0.1
 PER_DOCUMENT = 1
@@ -60,6 +66,7 @@ class QueryPlan:
     text: str  # what is embedded
     terms: dict[str, float]  # keyword query: term -> weight
     translated: bool  # the keyword terms are a translation of the question
+    cut: str  # lexical.WORDS or lexical.BIGRAMS: which keyword index the terms are for
     missing: int = 0  # words of the question that the corpus vocabulary cannot express
     groups: list[dict[str, float]] = field(default_factory=list)  # translations per English word
 
@@ -135,10 +142,11 @@ def checked_filter(
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
-    def __init__(self, store: Store, mode: str = "hybrid", translate: bool = True):
+    def __init__(self, store: Store, mode: str = "hybrid", translate: bool = True, chinese: str = BIGRAMS):
         self.store = store
         self.mode = mode
         self.translate = translate
+        self.chinese = chinese  # how a Chinese question is cut (bench/retrieval.py compares)
         self.generation = 0
         self.vectors = None
         self.lexical = None
@@ -171,12 +179,12 @@ class Searcher:
 
     def plan(self, query: str) -> QueryPlan:
         """How `query` is searched: the caller shows `terms` for translated questions."""
-        from . import lexical, translate
-
         if has_han(query) or self.lexical is None or not self.translate:
-            return QueryPlan(query, {t: 1.0 for t in lexical.terms(query)}, False)
-        groups, missing = translate.english_query(query, self.lexical.translations, self.lexical.document_frequency)
-        return QueryPlan(query, translate.combine(groups), True, len(missing), groups)
+            cut = lexical.terms if self.chinese == WORDS else lexical.bigrams
+            return QueryPlan(query, {t: 1.0 for t in cut(query)}, False, self.chinese)
+        words = self.lexical.words
+        groups, missing = translate.english_query(query, self.lexical.translations, words.document_frequency)
+        return QueryPlan(query, translate.combine(groups), True, WORDS, len(missing), groups)
 
     def search(
         self, query: str, k: int, offset: int = 0, where: Filter | None = None
@@ -218,7 +226,8 @@ class Searcher:
             dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
         if plan.translated and dense:
             self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
-        lex_all = self.lexical.scores(plan.terms) if self.lexical is not None and plan.terms else None
+        keywords = self.lexical.keywords(plan.cut) if self.lexical is not None else None
+        lex_all = keywords.scores(plan.terms) if keywords is not None and plan.terms else None
         if lex_all is not None and allowed is not None:
             admitted = np.zeros(len(lex_all), dtype=bool)
             admitted[[self.lexical.row_of[int(c)] for c in allowed if int(c) in self.lexical.row_of]] = True
@@ -235,15 +244,15 @@ class Searcher:
         dense_u = self._dense_scores(q, union, dense)
         row_of = self.lexical.row_of
         lex_u = np.array([lex[c] if c in lex else float(lex_all[row_of[c]]) if c in row_of else 0.0 for c in union])
-        w = LEXICAL_WEIGHT_EN if plan.translated else LEXICAL_WEIGHT
-        fused = w * _zscores(lex_u, np.array(list(lex.values()))) + (1 - w) * _zscores(
-            dense_u, np.array(list(dense.values())))
         # Whole-document keyword evidence: a question often names the region or body in the
         # title and its subject in passages that never repeat them.
-        doc_all = self.lexical.document_scores(plan.terms)
+        doc_all = keywords.document_scores(plan.terms)
         doc_rows = self.lexical.chunk_documents
         doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
-        fused = fused + DOCUMENT_WEIGHT * _zscores(doc_u, np.sort(doc_all)[-CANDIDATES:])
+        weights = FUSION[plan.cut]
+        fused = (weights["lexical"] * _zscores(lex_u, np.array(list(lex.values())))
+                 + weights["dense"] * _zscores(dense_u, np.array(list(dense.values())))
+                 + weights["document"] * _zscores(doc_u, np.sort(doc_all)[-CANDIDATES:]))
         order = np.argsort(-fused, kind="stable")
         return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "document": float(doc_u[i]),
                             "fused": float(fused[i])}) for i in order]
@@ -251,11 +260,9 @@ class Searcher:
     def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> None:
         """Among an English word's translations, prefer those the passages found by meaning
         use: the dictionary cannot tell which sense the question means, the dense pass can."""
-        from .translate import combine
-
         rows = np.array(sorted(self.lexical.row_of[c] for c in chunk_ids if c in self.lexical.row_of))
         if len(rows):
-            plan.terms = combine(plan.groups, lambda t: SENSE_FLOOR + self.lexical.share_containing(t, rows))
+            plan.terms = translate.combine(plan.groups, lambda t: SENSE_FLOOR + self.lexical.words.share_containing(t, rows))
 
     def _dense_scores(self, q: np.ndarray, ids: list[int], known: dict[int, float]) -> np.ndarray:
         missing = [c for c in ids if c not in known]
@@ -266,10 +273,14 @@ class Searcher:
         return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
 
     def coverage(self, hit: Hit) -> float | None:
-        """How much of the last query's keyword information `hit` contains (lexical.py)."""
-        if self.lexical is None or self.last_plan is None or not self.last_plan.terms:
+        """How much of the last query's keyword information `hit` contains, in words
+        (lexical.py): a "nothing relevant" decision separates answerable from unanswerable
+        questions better by words than by bigrams (bench/found.py)."""
+        plan = self.last_plan
+        if self.lexical is None or plan is None or not plan.terms:
             return None
-        return self.lexical.coverage(self.last_plan.terms, hit.chunk_id, self.last_plan.missing)
+        terms = plan.terms if plan.cut == WORDS else {t: 1.0 for t in lexical.terms(plan.text)}
+        return self.lexical.words.coverage(terms, self.lexical.row_of.get(hit.chunk_id), plan.missing)
 
     def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; a filter's chunk ids become an id selector, so the n best admitted

@@ -190,6 +190,9 @@ class Store:
     def load_lexical(self, generation: int) -> "lexical.LexicalIndex | None":
         return lexical.LexicalIndex.load(self.dir, generation)
 
+    def lexical_is_current(self) -> bool:
+        return lexical.is_current(self.dir, self.generation())
+
     def renew_snapshot(self) -> None:
         """Inside snapshot(): move it to the latest committed generation."""
         self.conn.execute("COMMIT")
