@@ -42,12 +42,14 @@ def test_keyword_index_is_written_with_each_generation_and_follows_updates(tmp_p
 
 
 def test_a_question_reads_the_keyword_index_and_never_builds_one(seed_index):
-    """The query path loads the persisted BM25 arrays: bm25s (and scipy) stay unimported,
-    and a Chinese question is searched by character bigrams without loading the segmenter."""
+    """The question path loads the persisted BM25 arrays: bm25s (and scipy) stay
+    unimported, and a Chinese question is searched and judged without loading the word
+    segmenter (bigrams, and the corpus words it contains)."""
     code = (
         "import sys, json; from pathlib import Path\n"
-        "from policyqa.store import Store; from policyqa.search import Searcher\n"
-        f"hits, _ = Searcher(Store.open(Path({str(seed_index)!r}))).search('天使投资引导资金', 3)\n"
+        "from policyqa.store import Store; from policyqa.search import Searcher; from policyqa.answer import ask\n"
+        f"answer = ask(Searcher(Store.open(Path({str(seed_index)!r}))), '天使投资引导资金规模多大', 3)\n"
+        "assert answer.found; hits = answer.hits\n"
         "print(json.dumps({'scores': hits[0].scores, 'bm25s': 'bm25s' in sys.modules,"
         " 'scipy': 'scipy' in sys.modules, 'torch': 'torch' in sys.modules, 'rjieba': 'rjieba' in sys.modules}))"
     )
@@ -84,6 +86,17 @@ def test_an_outdated_keyword_index_is_skipped_then_rewritten_without_embedding(t
     after = ask_json(index, "天使投资引导资金规模多大", "--top-k", "1")
     assert after["passages"][0]["scores"]["lexical"] > 0
     assert after["found"] and "2亿元" in after["answer"][0]["text"]
+
+
+def test_corpus_words_contained_in_a_question(tmp_path):
+    from policyqa import lexical
+
+    lexical.write(tmp_path, 1, np.array([1]), ["天使投资引导资金"], ["a.txt"], {"a.txt": "天使投资引导资金"})
+    words = lexical.LexicalIndex.load(tmp_path, 1).words
+    found, unknown = words.contained("天使投资引导资金规模多大？")
+    assert {"天使", "投资", "引导", "资金"} <= set(found)
+    assert all(w in "天使投资引导资金" for w in found)
+    assert unknown == len("规模多大")
 
 
 def test_a_term_longer_than_any_in_the_vocabulary_is_not_matched_by_its_prefix(tmp_path):

@@ -40,6 +40,7 @@ from .translate import load_table
 
 SETTINGS = {"words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene"}
 WORDS, BIGRAMS = "words", "bigrams"
+LONGEST_WORD = 8  # characters; Keywords.contained looks no further
 _DIR = "lexical-{:06d}"
 _WORD = re.compile(r"[0-9a-z\u3400-\u9fff]")
 _HAN = re.compile(r"[\u3400-\u9fff]")
@@ -216,6 +217,23 @@ class Keywords:
 
     def document_frequency(self, term: str) -> int:
         return len(self.passages.rows_with(term))
+
+    def contained(self, text: str) -> tuple[list[str], int]:
+        """The vocabulary's terms that occur in `text`, overlapping ones included (jieba's
+        full mode with the corpus vocabulary for dictionary, so no segmenter is loaded),
+        stopwords left out; and how many of its Han characters lie in none of those of
+        two or more characters: words of the question that the corpus never uses."""
+        text = unicodedata.normalize("NFKC", text).lower()
+        found, covered = [], [False] * len(text)
+        for i in range(len(text)):
+            for j in range(i + 1, min(len(text), i + LONGEST_WORD) + 1):
+                term = text[i:j]
+                if term not in STOPWORDS and self.passages.column(term) is not None:
+                    found.append(term)
+                    if j - i > 1:
+                        covered[i:j] = [True] * (j - i)
+        unknown = sum(1 for ch, c in zip(text, covered) if not c and _HAN.match(ch))
+        return list(dict.fromkeys(found)), unknown
 
     def share_containing(self, term: str, rows: np.ndarray) -> float:
         """The share of passage `rows` whose text contains `term`."""

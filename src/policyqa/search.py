@@ -273,14 +273,19 @@ class Searcher:
         return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
 
     def coverage(self, hit: Hit) -> float | None:
-        """How much of the last query's keyword information `hit` contains, in words
-        (lexical.py): a "nothing relevant" decision separates answerable from unanswerable
-        questions better by words than by bigrams (bench/found.py)."""
+        """How much of the last query's keyword information `hit` contains, in corpus
+        words (lexical.py): a "nothing relevant" decision separates answerable from
+        unanswerable questions better by words than by bigrams (bench/found.py). A Chinese
+        question's words are the corpus words it contains; the rest of its characters count
+        as missing."""
         plan = self.last_plan
         if self.lexical is None or plan is None or not plan.terms:
             return None
-        terms = plan.terms if plan.cut == WORDS else {t: 1.0 for t in lexical.terms(plan.text)}
-        return self.lexical.words.coverage(terms, self.lexical.row_of.get(hit.chunk_id), plan.missing)
+        terms, missing = plan.terms, plan.missing
+        if plan.cut != WORDS:
+            words, missing = self.lexical.words.contained(plan.text)
+            terms = {t: 1.0 for t in words}
+        return self.lexical.words.coverage(terms, self.lexical.row_of.get(hit.chunk_id), missing)
 
     def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; a filter's chunk ids become an id selector, so the n best admitted
