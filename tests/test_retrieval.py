@@ -180,3 +180,17 @@ def test_english_numbers_and_dates_are_written_the_chinese_way():
     assert "2月17日" in chinese_numbers("As of February 17, how many")
     assert "2020" in chinese_numbers("From February 2020") and "2月" in chinese_numbers("From February 2020")
     assert "月" not in chinese_numbers("may I ask")
+
+
+def test_translation_table_comes_the_same_from_the_dictionary_cache(tmp_path, monkeypatch):
+    from policyqa.translate import build_table
+
+    vocab = {"疫情", "融资", "云南", "贷款"}
+    monkeypatch.setenv("POLICYQA_CACHE", str(tmp_path / "cache"))
+    built = build_table(vocab)
+    assert len(list((tmp_path / "cache").glob("cedict-table-*.json"))) == 1
+    assert build_table(vocab) == built
+    assert "疫情" in built["epidemic"] and "贷款" in built["loan"] and "云南" in built["yunnan"]
+    (tmp_path / "not-a-dir").write_text("", encoding="utf-8")
+    monkeypatch.setenv("POLICYQA_CACHE", str(tmp_path / "not-a-dir"))  # no writable cache
+    assert build_table(vocab) == built

@@ -32,7 +32,7 @@ import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -75,6 +75,24 @@ def bigrams(text: str) -> list[str]:
     return out
 
 
+def _by_line(cut: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """`cut`, line by line with each distinct line cut once: a document's lines are its
+    passages' lines, so documents cost nothing more. (The segmenter never joins words
+    across a line break, so this cuts exactly as `cut` would; bigrams do join, and are
+    cheap.)"""
+    seen: dict[str, list[str]] = {}
+
+    def cut_lines(text: str) -> list[str]:
+        out = []
+        for line in text.split("\n"):
+            if line not in seen:
+                seen[line] = cut(line)
+            out += seen[line]
+        return out
+
+    return cut_lines
+
+
 def generation_dir(index_dir: Path, generation: int) -> Path:
     return index_dir / _DIR.format(generation)
 
@@ -108,7 +126,7 @@ def write(index_dir: Path, generation: int, ids: np.ndarray, texts: list[str], d
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     paths = sorted(documents)
-    for name, cut in ((WORDS, terms), (BIGRAMS, bigrams)):
+    for name, cut in ((WORDS, _by_line(terms)), (BIGRAMS, bigrams)):
         vocab = _write_bm25(tmp / name / "passages", [cut(t) for t in texts])
         _write_bm25(tmp / name / "documents", [cut(documents[p]) for p in paths])
         if name == WORDS:

