@@ -36,9 +36,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .translate import load_table
+from .translate import TABLE_VERSION, load_table
 
-SETTINGS = {"words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene"}
+SETTINGS = {"words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene",
+            "translations": TABLE_VERSION}
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
 _DIR = "lexical-{:06d}"

@@ -16,6 +16,7 @@ dictionary gloss offers, the more widely used in the corpus weigh more (疫情 r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -66,7 +67,29 @@ GLOSSARY: dict[str, list[str]] = {
     "reduce": ["减免", "减"], "reduction": ["减免", "降低"], "exemption": ["免征", "免除"], "exempt": ["免征", "免"],
     "guarantee": ["担保"], "financing": ["融资"], "interest": ["利息", "贴息"], "discount": ["贴息"],
     "wuhan": ["武汉"], "hubei": ["湖北"], "province": ["省"], "city": ["市"], "municipal": ["市"],
+    # Government bodies, as the documents name them.
+    "ministry of finance": ["财政部"], "ministry of commerce": ["商务部"], "ministry of education": ["教育部"],
+    "ministry of transport": ["交通运输部"], "ministry of agriculture": ["农业农村部", "农业部"],
+    "taxation administration": ["税务总局"], "tax bureau": ["税务局"], "health commission": ["卫生健康委", "卫健委"],
+    "people's bank": ["人民银行"], "state council": ["国务院"], "authorities": ["部门"],
+    # Everyday words of policy texts whose first dictionary senses are other ones.
+    "travel rush": ["春运"], "return trip": ["返程"], "back to work": ["复工"], "reopen": ["复工", "开业"],
+    "reopening": ["复工", "开业"], "hit hard": ["受影响"], "affected": ["受影响", "影响"],
+    "struggling": ["困难"], "difficulties": ["困难"], "eligible": ["符合条件"], "qualified": ["符合条件"],
+    "employees": ["员工", "职工"], "employee": ["员工", "职工"], "workers": ["职工", "工人"],
+    "manufacturers": ["生产企业"], "manufacturer": ["生产企业"], "companies": ["企业"], "company": ["企业"],
+    "firms": ["企业"], "enterprises": ["企业"], "supplies": ["物资"], "protective": ["防护"],
+    "income tax": ["所得税"], "children": ["儿童"], "transport": ["交通运输", "运输"],
+    "reporting": ["报送", "报告"], "deadline": ["期限", "时限"], "deadlines": ["期限", "时限"],
+    "registration": ["注册", "登记"], "issuance": ["发行"], "bonds": ["债券"], "bond": ["债券"],
+    "certificates of deposit": ["存单"], "certificate of deposit": ["存单"], "rural": ["农村"],
+    "debt financing": ["债权融资", "债务融资"], "equity financing": ["股权融资"],
 }
+
+
+# What an index's translation table was built with: a keyword index written with another
+# one is rewritten by the next `index update` (lexical.SETTINGS).
+TABLE_VERSION = f"{TABLE_RULES}-" + hashlib.sha256(json.dumps(GLOSSARY, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _pinyin_key(pinyin: str) -> str | None:
