@@ -14,12 +14,12 @@ finds the gold document in the top 5 for 0.945 of the Chinese questions, word BM
 alternative Chinese words (translate.py), which bigrams would blur: it is searched by
 words, over the vocabulary the segmenter produced from the corpus.
 
-The query side reads bm25s's saved arrays with numpy alone: bm25s imports scipy, which
-would cost a cold question about a second. bm25s stores the BM25 weight of every
+The query side reads the arrays bm25s computes with numpy alone: bm25s imports scipy,
+which would cost a cold question about a second. bm25s holds the BM25 weight of every
 (document, term) pair as a sparse matrix in CSC form, so a query's scores are the weighted
-sums of its terms' columns. Terms are looked up in a sorted array written beside bm25s's
-JSON vocabulary: parsing that JSON (100,000s of bigrams) would cost a cold question more
-than the search.
+sums of its terms' columns. Terms are looked up in a sorted array rather than bm25s's JSON
+vocabulary: parsing that (100,000s of bigrams) would cost a cold question more than the
+search, and writing it a commit a noticeable share of its time.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from .translate import TABLE_VERSION, load_table
 
-SETTINGS = {"words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene",
+SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene",
             "translations": TABLE_VERSION}
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
@@ -109,7 +109,8 @@ def _write_bm25(directory: Path, tokens: list[list[str]]) -> set[str]:
     bm25 = bm25s.BM25(k1=SETTINGS["k1"], b=SETTINGS["b"], method=SETTINGS["method"])
     # bm25s needs a vocabulary: a corpus without words gets one empty term.
     bm25.index(tokens if any(tokens) else [[""]] * len(tokens), show_progress=False)
-    bm25.save(str(directory), show_progress=False)
+    for name in ("data", "indices", "indptr"):
+        np.save(directory / f"{name}.csc.index.npy", bm25.scores[name])
     vocab = sorted(bm25.vocab_dict)
     np.save(directory / "terms.npy", np.array(vocab, dtype=str))
     np.save(directory / "columns.npy", np.array([bm25.vocab_dict[t] for t in vocab], dtype=np.int64))
@@ -167,7 +168,7 @@ def remove_old(index_dir: Path, generation: int) -> None:
 
 @dataclass
 class Bm25:
-    """bm25s's saved arrays: the BM25 weight of every (row, term) pair, CSC by term."""
+    """bm25s's arrays: the BM25 weight of every (row, term) pair, CSC by term."""
 
     terms: np.ndarray  # sorted vocabulary
     columns: np.ndarray  # the CSC column of each of `terms`
