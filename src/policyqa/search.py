@@ -2,10 +2,9 @@
 
 Owns: the query plan (the question as embedded, and its weighted keyword terms: a
 Chinese question's character bigrams, or an English question's translation into Chinese
-words), the dense search (FAISS) and the
-keyword search (BM25, lexical.py) over the current index generation (reloaded when
-another process commits a new one), restricting both to the documents a Filter admits,
-their fusion, and dropping near-identical passages.
+words), the dense search (FAISS) and the keyword search (BM25, lexical.py) over the
+current index generation (reloaded when another process commits a new one), restricting
+both to the documents a Filter admits, their fusion, and dropping near-identical passages.
 
 Fusion: each component's scores -- the passage's keyword BM25, its dense similarity, and
 the keyword BM25 of its whole document -- are standardised over that component's top
