@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from policyqa import indexer  # noqa: E402
 from policyqa.answer import ask  # noqa: E402
-from policyqa.search import Searcher, has_han  # noqa: E402
+from policyqa.search import Searcher  # noqa: E402
 from policyqa.store import Store  # noqa: E402
+from policyqa.terms import has_han  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 

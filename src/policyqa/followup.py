@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .answer import mainly_chinese
+from .terms import mainly_chinese
 
 # Openings that only make sense after an earlier question. Longest first.
 _EN_LEAD = re.compile(

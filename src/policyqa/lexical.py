@@ -1,25 +1,18 @@
-"""Keyword search: words and character bigrams, BM25 indexes kept with each generation.
+"""Keyword search: the BM25 indexes kept with each generation.
 
-Owns: turning text into search terms -- words (rjieba, the Rust port of jieba, search
-mode) and character bigrams --, writing the BM25 indexes of a generation (built by bm25s)
-into `lexical-NNNNNN/` beside that generation's vector file before the generation becomes
-current, and scoring a weighted query against them.
-
-Two ways of cutting text, because Chinese has no spaces. A Chinese question is searched
-by its character bigrams: they match whatever a segmenter would split differently in the
-question and in the passage (names, new compounds, document numbers), and they need no
-dictionary, so a one-shot question does not load one. On NCPQA dev, bigram BM25 alone
-finds the gold document in the top 5 for 0.943 of the Chinese questions, word BM25 for
-0.905 (bench/retrieval.py). An English question's translation is a set of weighted
-alternative Chinese words (translate.py), which bigrams would blur: it is searched by
-words, over the vocabulary the segmenter produced from the corpus.
+Owns: writing the BM25 indexes of a generation (built by bm25s) into `lexical-NNNNNN/`
+beside that generation's vector file before the generation becomes current, and scoring
+a weighted query against them. Text is cut into terms by terms.py, two ways: words for
+an English question's translation (weighted alternative Chinese words, which bigrams
+would blur) and character bigrams for Chinese questions; bench/retrieval.py compares the
+two.
 
 The query side reads the arrays bm25s computes with numpy alone: bm25s imports scipy,
 which would cost a cold question about a second. bm25s holds the BM25 weight of every
 (document, term) pair as a sparse matrix in CSC form, so a query's scores are the weighted
 sums of its terms' columns. Terms are looked up in a sorted array rather than bm25s's JSON
-vocabulary: parsing that (100,000s of bigrams) would cost a cold question more than the
-search, and writing it a commit a noticeable share of its time.
+vocabulary: parsing a bigram vocabulary would cost a cold question more than the search,
+and writing it a noticeable share of a commit.
 """
 from __future__ import annotations
 
@@ -27,7 +20,6 @@ import functools
 import json
 import math
 import os
-import re
 import shutil
 import unicodedata
 from dataclasses import dataclass
@@ -36,6 +28,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .terms import STOPWORDS, bigrams, is_han, words
 from .translate import TABLE_VERSION, load_table
 
 SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene",
@@ -43,37 +36,6 @@ SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", 
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
 _DIR = "lexical-{:06d}"
-_WORD = re.compile(r"[0-9a-z\u3400-\u9fff]")
-_HAN = re.compile(r"[\u3400-\u9fff]")
-_WRAP = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
-_TOKEN = re.compile(r"[\u3400-\u9fff]+|[a-z]+|\d+(?:\.\d+)?")
-
-# Function words and question words: frequent in questions, uninformative in documents.
-STOPWORDS = frozenset(
-    "的 了 是 在 和 与 及 或 等 对 为 将 把 被 由 从 于 以 其 之 也 都 就 这 那 有 没有 我 我们 你 您 他 她 它 "
-    "哪些 哪个 哪 什么 怎么 怎样 如何 多少 几 吗 呢 吧 啊 么 是否 可以 能 能否 会 要 需要 应该 应当 "
-    "请问 一下 一些 些 个 中 上 下 内 后 前 时 方面 相关 有关 进行 情况 采取 具体 主要 哪里 何 为何 为什么 "
-    "多大 多久 多长 什么样 怎么样 规定 措施 政策 工作".split()
-)
-
-
-def terms(text: str) -> list[str]:
-    """The search terms of a text: rjieba's search-mode words (a compound and its parts),
-    NFKC-normalised and lower-cased, without punctuation and stopwords."""
-    import rjieba
-
-    text = unicodedata.normalize("NFKC", text).lower()
-    return [t for t in rjieba.cut_for_search(text) if _WORD.search(t) and t not in STOPWORDS]
-
-
-def bigrams(text: str) -> list[str]:
-    """The overlapping character pairs of each run of Han characters (a lone character
-    kept whole; runs continue across white space, which in Chinese text is line wrapping),
-    plus Latin words and numbers whole, NFKC-normalised and lower-cased."""
-    out = []
-    for run in _TOKEN.findall(_WRAP.sub("", unicodedata.normalize("NFKC", text)).lower()):
-        out += [run[i:i + 2] for i in range(len(run) - 1)] if _HAN.match(run) and len(run) > 1 else [run]
-    return out
 
 
 def _by_line(cut: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
@@ -128,7 +90,7 @@ def write(index_dir: Path, generation: int, ids: np.ndarray, texts: list[str], d
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     paths = sorted(documents)
-    for name, cut in ((WORDS, _by_line(terms)), (BIGRAMS, bigrams)):
+    for name, cut in ((WORDS, _by_line(words)), (BIGRAMS, bigrams)):
         vocab = _write_bm25(tmp / name / "passages", [cut(t) for t in texts])
         _write_bm25(tmp / name / "documents", [cut(documents[p]) for p in paths])
         if name == WORDS:
@@ -252,7 +214,7 @@ class Keywords:
                     found.append(term)
                     if j - i > 1:
                         covered[i:j] = [True] * (j - i)
-        unknown = sum(1 for ch, c in zip(text, covered) if not c and _HAN.match(ch))
+        unknown = sum(1 for ch, c in zip(text, covered) if not c and is_han(ch))
         return list(dict.fromkeys(found)), unknown
 
     def share_containing(self, term: str, rows: np.ndarray) -> float:

@@ -22,7 +22,9 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+from . import terms
 
 TABLE_NAME = "translations.json"
 TABLE_RULES = "r1"  # names the cached dictionary table: change it with _pinyin_key, _gloss_keys or EXACT/PARTIAL
@@ -36,7 +38,7 @@ EN_STOPWORDS = frozenset(
     "your i me my he she his her any some all each can could will would should shall may might must has have had "
     "not no than then so such more most other s t between within during per via if also only what's "
     # words of the question rather than of its subject (their Chinese counterparts are
-    # stopwords in lexical.py)
+    # stopwords in terms.py)
     "policy policies measure measures step steps action actions take taken do done make made get give given "
     "specific specifically exactly main mainly kind kinds type types many much".split()
 )
@@ -170,11 +172,9 @@ def build_table(vocab: set[str]) -> dict[str, dict[str, float]]:
         if kept:
             table[key] = kept
 
-    from .lexical import terms
-
     for key, chinese in GLOSSARY.items():
         for rank, phrase in enumerate(chinese):
-            for term in terms(phrase):  # as the index segments it
+            for term in terms.words(phrase):  # as the index segments it
                 if term in vocab:
                     _add(table, key, term, 2.0 - 0.2 * rank)  # the glossary outranks the dictionary
     return table
@@ -235,7 +235,7 @@ def _variants(word: str) -> list[str]:
     return out
 
 
-def combine(groups: list[dict[str, float]], prior: Callable[[str], float] | None = None) -> dict[str, float]:
+def combine(groups: Sequence[dict[str, float]], prior: Callable[[str], float] | None = None) -> dict[str, float]:
     """One weighted keyword query: each group (an English word or phrase) weighs 1 in all,
     shared among its translations by strength x prior(term)."""
     out: dict[str, float] = {}
@@ -253,8 +253,6 @@ def english_query(question: str, table: dict[str, dict[str, float]], df) -> tupl
     English word or phrase (see `combine`), and the content words that have no translation
     in the corpus. Translations weigh by dictionary strength and corpus use: `df(term)` is
     a term's document frequency in the corpus."""
-    from .lexical import terms as chinese_terms
-
     text = chinese_numbers(question)
     groups: list[dict[str, float]] = []
     missing: list[str] = []
@@ -262,7 +260,7 @@ def english_query(question: str, table: dict[str, dict[str, float]], df) -> tupl
 
     # Chinese (numbers rewritten above, or Chinese typed into an English question).
     for run in re.findall(r"[\d.]+[万亿]?|\d+月(?:\d+日)?|[\u3400-\u9fff]+", text):
-        found = chinese_terms(run)
+        found = terms.words(run)
         for t in found:
             put({t: 1.0})
     words = re.findall(r"[a-z][a-z-]*", re.sub(r"'s\b|'", " ", text.lower()))
