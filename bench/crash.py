@@ -99,7 +99,7 @@ def consistent_chunks(index: Path) -> tuple[int, Chunks]:
 def answers(index: Path) -> bool:
     store = Store.open(index)
     try:
-        hits, _ = Searcher(store).search(QUESTION, 3)
+        hits = Searcher(store).search(QUESTION, 3).hits
     finally:
         store.close()
     return len(hits) > 0

@@ -137,13 +137,13 @@ def searcher(formats_index):
     (Filter(issuer="财政局", after="2017-06-01"), {"pdf/transfer.pdf"}),
 ])
 def test_filters_restrict_the_passages(searcher, where, allowed):
-    hits, _ = searcher.search("对科技企业的资金支持和奖励", 5, where=where)
+    hits = searcher.search("对科技企业的资金支持和奖励", 5, where=where).hits
     assert {h.doc for h in hits} <= allowed
     with sqlite3.connect(searcher.store.dir / "policyqa.sqlite3") as db:
         admitted = sum(db.execute("SELECT COUNT(*) FROM chunks WHERE doc = ?", (d,)).fetchone()[0] for d in allowed)
     # However few of the index the admitted documents are, k passages come back.
     assert len(hits) == min(5, admitted)
-    unfiltered, _ = searcher.search("对科技企业的资金支持和奖励", 5)
+    unfiltered = searcher.search("对科技企业的资金支持和奖励", 5).hits
     assert {h.doc for h in unfiltered} - allowed, "the filter must have removed something"
 
 

@@ -229,7 +229,7 @@ def test_reader_whose_vector_file_was_replaced_switches_to_the_current_generatio
         assert not (index / f"vectors-{pinned:06d}.faiss").exists()
         searcher._refresh()
     assert searcher.generation == pinned + 2
-    hits, _ = searcher.search(crash.QUESTION, 3)
+    hits = searcher.search(crash.QUESTION, 3).hits
     assert hits
     store.close()
 
@@ -250,7 +250,7 @@ def test_readers_see_old_or_new_never_a_mix_while_a_writer_updates(setup, index,
             store = Store.open(index)
             searcher = Searcher(store)
             while not stop.is_set():
-                hits, _ = searcher.search(crash.QUESTION, 5)
+                hits = searcher.search(crash.QUESTION, 5).hits
                 assert hits
                 seen.append((searcher.generation, frozenset((h.doc, h.start, h.end, h.text) for h in hits)))
                 snapshots.append(crash.consistent_chunks(index))

@@ -7,39 +7,36 @@ The answer is extractive: every sentence is a verbatim slice of a cited document
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Callable
 
 import numpy as np
 
 from .chunk import text_sentences
-from .lexical import bigrams
 from .records import Answer, AnswerSentence, Hit
 from .search import Filter, Searcher, normalized
+from .terms import bigrams, mainly_chinese
 
 # "Relevant enough?": the top passage's dense cosine with the question and the share of the
-# question's keyword information (IDF-weighted; search.Searcher.coverage) it contains must
-# satisfy cosine + weight * coverage >= bar and coverage >= min_coverage. Fitted on
+# question's keyword information (IDF-weighted; search.SearchResult.coverage) it contains
+# must satisfy cosine + weight * coverage >= bar and coverage >= min_coverage. Fitted on
 # answerable questions (NCPQA dev, seed dev) against unanswerable ones (bench/negatives/),
-# keeping every seed question answered; bench/found.py measures it. Chinese: 395/406
-# answerable found, 1/24 unanswerable. English questions are embedded with their Chinese
-# translation and their cosines are compressed across languages: the English rule
-# separates far less well (72/86 found, 10/24 unanswerable found).
+# keeping every seed question answered; bench/found.py prints how well each rule
+# separates them. English questions are embedded with their Chinese translation and their
+# cosines are compressed across languages, so English has a rule of its own.
 FOUND_ZH = (0.2, 0.905, 0.0)  # (weight, bar, min_coverage)
 FOUND_OTHER = (0.0, 0.83, 0.20)
 CANDIDATE_PASSAGES = 3
 PASSAGE_MARGIN = 0.03  # passages this close to the best one may supply answer sentences
 SECOND_SENTENCE_RATIO = 0.7
 MIN_SENTENCE_CHARS = 6
-
-
-def mainly_chinese(text: str) -> bool:
-    """At least half of the non-space characters are Han: which score bar applies. A
-    follow-up that adds an English topic to a Chinese word ("... seed-stage firms 贷款")
-    scores like the English question it mostly is."""
-    compact = re.sub(r"\s+", "", text)
-    return bool(compact) and 2 * len(re.findall(r"[\u3400-\u9fff]", compact)) >= len(compact)
+# The best passage's sentences get this much on top of their (max-normalised) keyword
+# score: with no shared words (a question in another language) it is the only evidence,
+# and the best passage's opening sentence answers.
+TOP_PASSAGE_BONUS = 0.1
+# Two sentences of one passage this few characters apart (punctuation, a space) read as
+# one stretch of text: a second sentence from the same passage is shown only then.
+ADJACENT_CHARS = 2
 
 
 def ask(
@@ -48,15 +45,15 @@ def ask(
     """Search (among the documents `where` admits), then compose: the whole
     question-to-answer step."""
     query = searched or question
-    hits, timings = searcher.search(query, k, where=where)
+    found = searcher.search(query, k, where=where)
     t0 = time.perf_counter()
     # Answer sentences are matched with the words typed: in a follow-up they are what is
     # new, the searched topic would pick the previous answer again. An English question
     # shares no words with Chinese sentences; its translation does.
-    plan = searcher.last_plan if query == question else searcher.plan(question)
-    keywords = " ".join(plan.terms) if plan is not None and plan.translated and plan.terms else None
-    result = compose(question, hits, searched, keywords, searcher.coverage)
-    timings["answer_ms"] = (time.perf_counter() - t0) * 1000
+    plan = found.plan if query == question else searcher.plan(question)
+    keywords = " ".join(plan.terms) if plan.translated and plan.terms else None
+    result = compose(question, found.hits, searched, keywords, found.coverage)
+    timings = {**found.timings_ms, "answer_ms": (time.perf_counter() - t0) * 1000}
     result.timings_ms = {k: round(v, 1) for k, v in timings.items()}
     return result
 
@@ -112,17 +109,14 @@ def _pick_sentences(question: str, hits: list[Hit]) -> list[AnswerSentence]:
             df[t] = df.get(t, 0) + 1
     idf = {t: math.log(1 + len(sets) / df.get(t, 1)) for t in q}
     lexical = np.array([sum(idf[t] for t in q & s) for s in sets])
-    # The rank of the passage a sentence comes from is evidence too; with no shared words
-    # (a question in another language) it is the only evidence, and the best passage's
-    # opening sentence answers.
-    scores = lexical / max(lexical.max(), 1e-9) + np.array([0.1 * (c[0] == 1) for c in cands])
+    scores = lexical / max(lexical.max(), 1e-9) + np.array([TOP_PASSAGE_BONUS * (c[0] == 1) for c in cands])
     order = np.argsort(-scores, kind="stable")
     first = cands[order[0]]
     picked = [first]
     for i in order[1:]:
         if scores[i] < SECOND_SENTENCE_RATIO * scores[order[0]]:
             break
-        if cands[i][0] != first[0] or abs(cands[i][1] - first[2]) <= 2:
+        if cands[i][0] != first[0] or abs(cands[i][1] - first[2]) <= ADJACENT_CHARS:
             picked.append(cands[i])
             break
     picked.sort(key=lambda c: (c[0], c[1]))

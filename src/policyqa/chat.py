@@ -141,7 +141,7 @@ class Chat:
     def more(self, arg: str) -> None:
         if self.query is None:
             raise UsageError("ask a question first; /more then shows its next passages")
-        hits, _ = self.searcher.search(self.query, self.k, offset=len(self.shown), where=self.where)
+        hits = self.searcher.search(self.query, self.k, offset=len(self.shown), where=self.where).hits
         if not hits:
             self.console.print(Text("No more passages for this question.", style="yellow"))
             return

@@ -336,7 +336,8 @@ def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir
     """Measure retrieval on QUESTIONS (JSON lines: question, lang, doc, answer_start/end)."""
     from rich.progress import Progress
 
-    from .evaluate import QuestionFileError, evaluate, print_report, read_questions
+    from .evaluate import QuestionFileError, evaluate, read_questions
+    from .render import print_eval_report
     from .search import Searcher
 
     try:
@@ -350,7 +351,7 @@ def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir
     if as_json:
         write_json(report.as_json())
     else:
-        print_report(_stdout_console(), report)
+        print_eval_report(_stdout_console(), report)
 
 
 @cli.group()

@@ -1,7 +1,8 @@
 """Measuring retrieval against questions with known answers (`policyqa eval`).
 
 Owns: reading question files (one JSON object a line: `question`, `lang`, `doc` relative
-to the corpus, optional `answer_start`/`answer_end`), the metrics, and the report.
+to the corpus, optional `answer_start`/`answer_end`) and the metrics (render.py draws
+them).
 
 Metrics, over the top-k passages of each question: doc hit@1 / hit@5 (a passage from the
 gold document ranks first / in the top 5), MRR@k (reciprocal rank of the first passage
@@ -20,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from .records import Hit
-from .search import Searcher, has_han
+from .search import Searcher
+from .terms import has_han
 
 SHORT_ANSWER = 40
 
@@ -126,36 +128,9 @@ def evaluate(searcher: Searcher, questions: list[Question], k: int,
     report = Report(k=k)
     for q in questions:
         t0 = time.perf_counter()
-        hits, _ = searcher.search(q.question, k)
+        hits = searcher.search(q.question, k).hits
         latency = (time.perf_counter() - t0) * 1000
         rank = next((i for i, h in enumerate(hits, start=1) if h.doc == q.doc), None)
         report.outcomes.append(Outcome(q, rank, _span_hit(q, hits), latency, hits[0] if hits else None))
         advance()
     return report
-
-
-def print_report(console, report: Report) -> None:
-    from rich.table import Table
-
-    from .render import plain
-
-    table = Table(title=f"retrieval over {len(report.outcomes)} questions (top {report.k})")
-    mrr = f"mrr@{report.k}"
-    for col in ("questions", "n", "doc hit@1", "doc hit@5", "span hit@5", mrr, "mean ms", "p95 ms"):
-        table.add_column(col, justify="left" if col == "questions" else "right")
-    rows = [("all", report.metrics())] + [(lang, report.metrics(lang)) for lang in report.as_json()["by_lang"]]
-    for name, m in rows:
-        span = "-" if m["span_hit@5"] is None else f"{m['span_hit@5']:.3f}"
-        table.add_row(name, str(m["n"]), f"{m['doc_hit@1']:.3f}", f"{m['doc_hit@5']:.3f}", span,
-                      f"{m[mrr]:.3f}", f"{m['latency_ms']['mean']:.0f}", f"{m['latency_ms']['p95']:.0f}")
-    console.print(table)
-    misses = report.misses()
-    if not misses:
-        return
-    worst = Table(title="worst misses (gold document not in the top 5)")
-    for col in ("question", "gold document", "rank", "ranked first"):
-        worst.add_column(col)
-    for o in misses:
-        worst.add_row(plain(o.question.question), plain(o.question.doc), "-" if o.rank is None else str(o.rank),
-                      plain(f"{o.top.title} ({o.top.doc})") if o.top else "-")
-    console.print(worst)

@@ -18,6 +18,7 @@ from .records import Answer, Hit, Meta
 
 if TYPE_CHECKING:
     from .context import Context
+    from .evaluate import Report
 
 # C0/C1 controls (but newline and tab), DEL, and bidirectional overrides that can
 # reorder what the reader sees.
@@ -144,6 +145,30 @@ def answer_json(answer: Answer) -> dict:
         ],
         "timings_ms": answer.timings_ms,
     }
+
+
+def print_eval_report(console: Console, report: Report) -> None:
+    """`policyqa eval`'s tables: the metrics overall and per language, then the worst misses."""
+    table = Table(title=f"retrieval over {len(report.outcomes)} questions (top {report.k})")
+    mrr = f"mrr@{report.k}"
+    for col in ("questions", "n", "doc hit@1", "doc hit@5", "span hit@5", mrr, "mean ms", "p95 ms"):
+        table.add_column(col, justify="left" if col == "questions" else "right")
+    rows = [("all", report.metrics())] + [(lang, report.metrics(lang)) for lang in report.as_json()["by_lang"]]
+    for name, m in rows:
+        span = "-" if m["span_hit@5"] is None else f"{m['span_hit@5']:.3f}"
+        table.add_row(name, str(m["n"]), f"{m['doc_hit@1']:.3f}", f"{m['doc_hit@5']:.3f}", span,
+                      f"{m[mrr]:.3f}", f"{m['latency_ms']['mean']:.0f}", f"{m['latency_ms']['p95']:.0f}")
+    console.print(table)
+    misses = report.misses()
+    if not misses:
+        return
+    worst = Table(title="worst misses (gold document not in the top 5)")
+    for col in ("question", "gold document", "rank", "ranked first"):
+        worst.add_column(col)
+    for o in misses:
+        worst.add_row(plain(o.question.question), plain(o.question.doc), "-" if o.rank is None else str(o.rank),
+                      plain(f"{o.top.title} ({o.top.doc})") if o.top else "-")
+    console.print(worst)
 
 
 class BuildProgress:

@@ -8,23 +8,22 @@ both to the documents a Filter admits, their fusion, and dropping near-identical
 
 Fusion: each component's scores -- the passage's keyword BM25, its dense similarity, and
 the keyword BM25 of its whole document -- are standardised over that component's top
-CANDIDATES (z-scores) and summed with the weights of FUSION. Tuned on NCPQA dev
-(bench/retrieval.py); for Chinese questions doc hit@5 stays within 0.955-0.965 for a
-keyword weight of 0.7-1.4 and a document weight of 0.3-0.9.
+CANDIDATES (z-scores) and summed with the weights of FUSION, tuned on NCPQA dev
+(bench/retrieval.py prints each component's hit rate and the fused one).
 """
 from __future__ import annotations
 
 import re
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 import numpy as np
 
-from . import lexical, translate
+from . import terms, translate
 from .embed import query_encoder
-from .lexical import BIGRAMS, WORDS
+from .lexical import BIGRAMS, WORDS, LexicalIndex
 from .records import Hit, Meta
 from .store import ChunkRow, Store, VectorsGone
 
@@ -56,25 +55,58 @@ def near_duplicate(a: set[str], b: set[str]) -> bool:
     return len(a & b) / max(1, min(len(a), len(b))) >= DUPLICATE_JACCARD
 
 
-def has_han(text: str) -> bool:
-    return re.search(r"[\u3400-\u9fff]", text) is not None
-
-
-@dataclass
+@dataclass(frozen=True)
 class QueryPlan:
     text: str  # what is embedded
     terms: dict[str, float]  # keyword query: term -> weight
     translated: bool  # the keyword terms are a translation of the question
     cut: str  # lexical.WORDS or lexical.BIGRAMS: which keyword index the terms are for
     missing: int = 0  # words of the question that the corpus vocabulary cannot express
-    groups: list[dict[str, float]] = field(default_factory=list)  # translations per English word
+    groups: tuple[dict[str, float], ...] = ()  # translations per English word
 
 
-def _zscores(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SearchResult:
+    """What one search found, and the evidence it was found by."""
+
+    hits: list[Hit]
+    plan: QueryPlan  # as searched: an English question's word senses chosen
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    keywords: LexicalIndex | None = None  # the generation's keyword index that was searched
+
+    def coverage(self, hit: Hit) -> float | None:
+        """How much of the query's keyword information `hit` contains, in corpus words
+        (lexical.Keywords.coverage); None without a keyword index. A "nothing relevant"
+        decision separates answerable from unanswerable questions better by words than
+        by bigrams (bench/found.py), so a Chinese question's words are the corpus words
+        it contains, and the rest of its Han characters count as missing."""
+        plan = self.plan
+        if self.keywords is None or not plan.terms:
+            return None
+        weighted, missing = plan.terms, plan.missing
+        if plan.cut != WORDS:
+            found, missing = self.keywords.words.contained(plan.text)
+            weighted = {t: 1.0 for t in found}
+        return self.keywords.words.coverage(weighted, self.keywords.row_of.get(hit.chunk_id), missing)
+
+
+def zscores(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`values` standardised by the mean and spread of `reference` (a component's top
+    candidates); all zero when the reference does not spread."""
     std = float(reference.std()) if len(reference) > 1 else 0.0
     if std < 1e-9:
         return np.zeros_like(values)
     return (values - float(reference.mean())) / std
+
+
+def fuse(components: dict[str, tuple[np.ndarray, np.ndarray]], weights: dict[str, float]) -> np.ndarray:
+    """The fused score of each candidate: the weighted sum of each component's z-scores.
+    `components` maps a component name to (its scores of the candidates, its reference
+    scores)."""
+    total = np.zeros(len(next(iter(components.values()))[0]))
+    for name, (values, reference) in components.items():
+        total += weights[name] * zscores(values, reference)
+    return total
 
 
 @dataclass(frozen=True)
@@ -151,8 +183,7 @@ class Searcher:
         self.lexical = None
         self.encoder = None
         self.model = None
-        self._last: tuple[str, np.ndarray] | None = None
-        self.last_plan: QueryPlan | None = None
+        self._last: tuple[str, np.ndarray] | None = None  # the last query's vector (chat's /more)
 
     def _refresh(self) -> None:
         """Inside a snapshot: the vectors of the snapshot's generation."""
@@ -177,25 +208,28 @@ class Searcher:
             return
 
     def plan(self, query: str) -> QueryPlan:
-        """How `query` is searched: the caller shows `terms` for translated questions."""
-        if has_han(query) or self.lexical is None or not self.translate:
-            cut = lexical.terms if self.chinese == WORDS else lexical.bigrams
+        """How `query` would be searched in the current generation (before an English
+        question's senses are chosen by its dense passages)."""
+        with self.store.snapshot():
+            self._refresh()
+            return self._plan(query)
+
+    def _plan(self, query: str) -> QueryPlan:
+        if terms.has_han(query) or self.lexical is None or not self.translate:
+            cut = terms.words if self.chinese == WORDS else terms.bigrams
             return QueryPlan(query, {t: 1.0 for t in cut(query)}, False, self.chinese)
         words = self.lexical.words
         groups, missing = translate.english_query(query, self.lexical.translations, words.document_frequency)
-        return QueryPlan(query, translate.combine(groups), True, WORDS, len(missing), groups)
+        return QueryPlan(query, translate.combine(groups), True, WORDS, len(missing), tuple(groups))
 
-    def search(
-        self, query: str, k: int, offset: int = 0, where: Filter | None = None
-    ) -> tuple[list[Hit], dict[str, float]]:
-        """The passages ranked offset..offset+k for `query` among those `where` admits,
-        with timings in ms."""
+    def search(self, query: str, k: int, offset: int = 0, where: Filter | None = None) -> SearchResult:
+        """The passages ranked offset..offset+k for `query` among those `where` admits."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         with self.store.snapshot():
             self._refresh()
             timings["load_ms"] = (time.perf_counter() - t0) * 1000
-            plan = self.plan(query)
+            plan = self._plan(query)
             t1 = time.perf_counter()
             q = self._query_vector(query) if self.mode != "lexical" else None
             if q is not None and plan.translated and plan.groups:
@@ -205,26 +239,27 @@ class Searcher:
                 q = q / np.linalg.norm(q)
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
-            ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR), where)
+            plan, ranked = self._rank(plan, q, max(CANDIDATES, (offset + k) * FETCH_FACTOR), where)
             rows = self.store.chunk_rows(cid for cid, _ in ranked)
-        hits = self._distinct([(rows[cid], sc) for cid, sc in ranked if cid in rows], offset + k)
+        hits = distinct([(rows[cid], sc) for cid, sc in ranked if cid in rows], offset + k)
         timings["search_ms"] = (time.perf_counter() - t2) * 1000
-        self.last_plan = plan
-        return hits[offset:offset + k], timings
+        return SearchResult(hits[offset:offset + k], plan, timings, self.lexical)
 
     def _rank(self, plan: QueryPlan, q: np.ndarray | None, fetch: int,
-              where: Filter | None) -> list[tuple[int, dict[str, float]]]:
-        """(chunk id, component scores) best first; "fused" orders them."""
+              where: Filter | None) -> tuple[QueryPlan, list[tuple[int, dict[str, float]]]]:
+        """The plan as searched, and (chunk id, component scores) best first: dense, then
+        an English word's senses chosen by the dense passages, then keywords, then fused
+        ("fused" orders them)."""
         allowed = where.chunk_ids(self.store) if where else None
         fetch = min(self.vectors.ntotal if allowed is None else len(allowed), fetch)
         if not fetch:
-            return []
+            return plan, []
         dense: dict[int, float] = {}
         if q is not None:
             scores, ids = self._nearest(q[None, :], fetch, allowed)
             dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
         if plan.translated and dense:
-            self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
+            plan = self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
         keywords = self.lexical.keywords(plan.cut) if self.lexical is not None else None
         lex_all = keywords.scores(plan.terms) if keywords is not None and plan.terms else None
         if lex_all is not None and allowed is not None:
@@ -236,9 +271,9 @@ class Searcher:
             top = np.argpartition(-lex_all, min(fetch, len(lex_all)) - 1)[:fetch]
             lex = {int(self.lexical.ids[r]): float(lex_all[r]) for r in top if lex_all[r] > 0}
         if not lex:
-            return [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
+            return plan, [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
         if not dense:
-            return [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
+            return plan, [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
         union = list(dict.fromkeys(list(dense) + list(lex)))
         dense_u = self._dense_scores(q, union, dense)
         row_of = self.lexical.row_of
@@ -248,20 +283,27 @@ class Searcher:
         doc_all = keywords.document_scores(plan.terms)
         doc_rows = self.lexical.chunk_documents
         doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
-        weights = FUSION[plan.cut]
-        fused = (weights["lexical"] * _zscores(lex_u, np.array(list(lex.values())))
-                 + weights["dense"] * _zscores(dense_u, np.array(list(dense.values())))
-                 + weights["document"] * _zscores(doc_u, np.sort(doc_all)[-CANDIDATES:]))
+        fused = fuse({
+            "lexical": (lex_u, np.array(list(lex.values()))),
+            "dense": (dense_u, np.array(list(dense.values()))),
+            "document": (doc_u, np.sort(doc_all)[-CANDIDATES:]),
+        }, FUSION[plan.cut])
         order = np.argsort(-fused, kind="stable")
-        return [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "document": float(doc_u[i]),
+        return plan, [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "document": float(doc_u[i]),
                             "fused": float(fused[i])}) for i in order]
 
-    def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> None:
+    def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> QueryPlan:
         """Among an English word's translations, prefer those the passages found by meaning
         use: the dictionary cannot tell which sense the question means, the dense pass can."""
         rows = np.array(sorted(self.lexical.row_of[c] for c in chunk_ids if c in self.lexical.row_of))
-        if len(rows):
-            plan.terms = translate.combine(plan.groups, lambda t: SENSE_FLOOR + self.lexical.words.share_containing(t, rows))
+        if not len(rows):
+            return plan
+        words = self.lexical.words
+
+        def prior(term: str) -> float:
+            return SENSE_FLOOR + words.share_containing(term, rows)
+
+        return replace(plan, terms=translate.combine(plan.groups, prior))
 
     def _dense_scores(self, q: np.ndarray, ids: list[int], known: dict[int, float]) -> np.ndarray:
         missing = [c for c in ids if c not in known]
@@ -270,21 +312,6 @@ class Searcher:
             vecs = np.vstack([self.vectors.reconstruct(c) for c in missing])
             extra = dict(zip(missing, (vecs @ q).tolist()))
         return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
-
-    def coverage(self, hit: Hit) -> float | None:
-        """How much of the last query's keyword information `hit` contains, in corpus
-        words (lexical.py): a "nothing relevant" decision separates answerable from
-        unanswerable questions better by words than by bigrams (bench/found.py). A Chinese
-        question's words are the corpus words it contains; the rest of its characters count
-        as missing."""
-        plan = self.last_plan
-        if self.lexical is None or plan is None or not plan.terms:
-            return None
-        terms, missing = plan.terms, plan.missing
-        if plan.cut != WORDS:
-            words, missing = self.lexical.words.contained(plan.text)
-            terms = {t: 1.0 for t in words}
-        return self.lexical.words.coverage(terms, self.lexical.row_of.get(hit.chunk_id), missing)
 
     def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; a filter's chunk ids become an id selector, so the n best admitted
@@ -304,24 +331,24 @@ class Searcher:
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
         return self._last[1]
 
-    @staticmethod
-    def _distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> list[Hit]:
-        """Near-identical passages once; past PER_DOCUMENT passages of one document, the
-        rest of it waits until other documents have had their turn (diversity by document)."""
-        out: list[Hit] = []
-        deferred: list[Hit] = []
-        seen: list[tuple[str, set[str]]] = []
-        per_doc: dict[str, int] = {}
-        for row, scores in ranked:
-            sh = _shingles(row.text)
-            # Across documents a copy is another source (and reposted notices are common).
-            if any(doc == row.doc and near_duplicate(sh, s) for doc, s in seen):
-                continue
-            seen.append((row.doc, sh))
-            hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores,
-                      page=row.page, meta=row.meta)
-            per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
-            (out if per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
-            if len(out) == limit:
-                break
-        return (out + deferred)[:limit]
+
+def distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> list[Hit]:
+    """Near-identical passages once; past PER_DOCUMENT passages of one document, the
+    rest of it waits until other documents have had their turn (diversity by document)."""
+    out: list[Hit] = []
+    deferred: list[Hit] = []
+    seen: list[tuple[str, set[str]]] = []
+    per_doc: dict[str, int] = {}
+    for row, scores in ranked:
+        sh = _shingles(row.text)
+        # Across documents a copy is another source (and reposted notices are common).
+        if any(doc == row.doc and near_duplicate(sh, s) for doc, s in seen):
+            continue
+        seen.append((row.doc, sh))
+        hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores,
+                  page=row.page, meta=row.meta)
+        per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
+        (out if per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
+        if len(out) == limit:
+            break
+    return (out + deferred)[:limit]
