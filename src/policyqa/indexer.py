@@ -15,7 +15,7 @@ from pathlib import Path
 from . import chunk as chunking
 from .chunk import search_text
 from .clean import clean
-from .embed import BUNDLED, BundledPassageEncoder, ModelError, PassageEncoder, passage_encoder
+from .embed import BUNDLED, Encoder, ModelError, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
 from .records import Chunk, Document
@@ -24,7 +24,6 @@ from .store import Store, Upsert, pause_point
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
 WRITER_WAIT_S = 60.0
-Encoder = PassageEncoder | BundledPassageEncoder
 _encoders: dict[tuple[str, str | None], Encoder] = {}  # `index watch` updates many times
 
 
