@@ -43,6 +43,15 @@ EN_STOPWORDS = frozenset(
     "specific specifically exactly main mainly kind kinds type types many much".split()
 )
 MAX_OPTIONS = 4  # translations kept per English word or phrase
+# A translation weaker than this share of a word's strongest one is a different sense
+# (EXACT against PARTIAL is 0.35): it is dropped rather than diluting the query.
+KEEP_SHARE = 0.5
+# Translations weigh by log(USE_OFFSET + document frequency): widely used corpus words
+# win, and the offset keeps a word used once (log 1 = 0) from losing all its weight.
+USE_OFFSET = 2
+# Glossary terms outrank every dictionary sense (EXACT = 1); a glossary entry's later
+# alternatives weigh a little less than its first.
+GLOSSARY_STRENGTH, GLOSSARY_STEP = 2.0, 0.2
 
 MONTHS = {m: i for i, m in enumerate(
     "january february march april may june july august september october november december".split(), start=1)}
@@ -176,7 +185,7 @@ def build_table(vocab: set[str]) -> dict[str, dict[str, float]]:
         for rank, phrase in enumerate(chinese):
             for term in terms.words(phrase):  # as the index segments it
                 if term in vocab:
-                    _add(table, key, term, 2.0 - 0.2 * rank)  # the glossary outranks the dictionary
+                    _add(table, key, term, GLOSSARY_STRENGTH - GLOSSARY_STEP * rank)
     return table
 
 
@@ -277,10 +286,10 @@ def english_query(question: str, table: dict[str, dict[str, float]], df) -> tupl
                     break
             if options:
                 best = max(options.values())
-                kept = {t: s for t, s in options.items() if s >= 0.5 * best}
+                kept = {t: s for t, s in options.items() if s >= KEEP_SHARE * best}
                 if any(len(t) > 1 for t in kept):  # single characters match too much
                     kept = {t: s for t, s in kept.items() if len(t) > 1}
-                weighted = sorted(((s * math.log(2 + df(t)), t) for t, s in kept.items()), reverse=True)
+                weighted = sorted(((s * math.log(USE_OFFSET + df(t)), t) for t, s in kept.items()), reverse=True)
                 put({t: w for w, t in weighted[:MAX_OPTIONS]})
                 i += n
                 break
