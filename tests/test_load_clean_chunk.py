@@ -1,6 +1,7 @@
 """Loading, cleaning and chunking on real files."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,49 @@ def test_single_line_scraped_notices_chunk_within_limits():
         assert chunks, path
         assert all(doc.text[c.start:c.end] == c.text and len(c.text) <= CHUNK_MAX for c in chunks)
         assert len(doc.title) <= 81
+
+
+LAWS = SHARED / "bench" / "laws"
+needs_laws = pytest.mark.skipif(not LAWS.is_dir(), reason="needs ../shared/bench/laws")
+TRANSFER_LAW = LAWS / "行政法" / "促进科技成果转化法(2015-08-29).txt"
+_ARTICLE = re.compile(r"^第[一二三四五六七八九十百零〇]+条")
+_PART = re.compile(r"^第[一二三四五六七八九十百零〇]+[编章节]")
+
+
+def chunk_at(doc, chunks, phrase: str):
+    offset = doc.text.index(phrase)
+    return next(c for c in chunks if c.start <= offset < c.end)
+
+
+@needs_laws
+def test_law_sections_are_chapter_then_article_never_a_list_item():
+    doc = load(TRANSFER_LAW, LAWS)
+    chunks = chunk_document(doc)
+    # 第三十二条 closes 第二章 (第三章 保障措施 starts after it), not an item of 第十三条.
+    assert chunk_at(doc, chunks, "第三十二条 国家支持").section == "第二章 组织实施 › 第三十二条"
+    # The items of 第四十五条 are its text; the article stays the section.
+    assert chunk_at(doc, chunks, "（二）利用该项职务科技成果作价投资").section == "第四章 技术权益 › 第四十五条"
+
+
+@needs_laws
+@pytest.mark.parametrize("path", sorted(LAWS.rglob("*科技*.txt")) if LAWS.is_dir() else [])
+def test_every_law_section_label_is_a_whole_heading_or_an_article(path):
+    doc = load(path, LAWS)
+    heading_lines = {doc.text[s.start:s.end].lstrip("#").strip() for s in doc.keep}
+    article_starts = [s.start for s in doc.keep if _ARTICLE.match(doc.text[s.start:s.end])]
+    for c in chunk_document(doc):
+        labels = c.section.split(" › ") if c.section else []
+        for label in labels:
+            assert label in heading_lines or _ARTICLE.fullmatch(label), (label, c.text[:40])
+        inside = [a for a in article_starts if a <= c.start]
+        if inside and not _PART.match(doc.text[c.start:c.end].lstrip("# ")):
+            article = _ARTICLE.match(doc.text[inside[-1]:]).group()
+            assert labels[-1] == article, (c.section, c.text[:40])
+
+
+@needs_laws
+def test_a_notice_quoting_articles_keeps_its_own_numbered_sections():
+    root = SHARED / "bench" / "ncpqa" / "docs"
+    doc = load(root / "983984f7473f37928df3f0189fec95b0.txt", root)  # a Q&A citing 第三十一条 and 第五十七条
+    sections = [c.section for c in chunk_document(doc)]
+    assert "1、关于传染病的类别，我国法律是如何规定的" in sections

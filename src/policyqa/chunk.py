@@ -1,10 +1,15 @@
 """Cutting a cleaned document into passages sized for the embedding model.
 
 Owns: sentence splitting for Chinese policy text, the structural headings that become each
-chunk's section (一、 / （一） / 一是 / 第X条 / Markdown, and the headings a Word or web
-page marks as such), and the packing of sentences into chunks of about
+chunk's section, and the packing of sentences into chunks of about
 CHUNK_TARGET..CHUNK_MAX characters. A chunk never spans two PDF pages, so it cites one.
 Every chunk is an exact slice of the document's loaded text.
+
+Sections follow one of two outlines. A document written as articles (laws, regulations,
+办法) is 编 › 章 › 节 › 第X条; its enumerated items （一）/一、/1. are parts of an article,
+not sections. Any other document (notices, opinions) is outlined by 一、 / （一） / 一是 /
+1. headings. Markdown headings and the headings a Word or web page marks as such count in
+both. A section label is a whole heading, a whole heading phrase, or its number alone.
 """
 from __future__ import annotations
 
@@ -17,19 +22,41 @@ from .records import Chunk, Document, Span
 
 CHUNK_TARGET = 180  # past this, a paragraph end closes the chunk
 CHUNK_MAX = 360  # never longer (e5 reads ~190 tokens per 300 Chinese characters)
-SETTINGS = {"chunker": "sentences-v1", "target": CHUNK_TARGET, "max": CHUNK_MAX}
+SETTINGS = {"chunker": "sentences-v2", "target": CHUNK_TARGET, "max": CHUNK_MAX}
 
 _NUM = "一二三四五六七八九十百零〇"
-# (level, pattern at the start of a line or sentence). Level 1 headings close the chunk.
-_HEADINGS = [
-    (1, re.compile(rf"^第[{_NUM}\d]+[编章]")),
-    (2, re.compile(rf"^第[{_NUM}\d]+节")),
-    (1, re.compile(rf"^[{_NUM}]+、")),
-    (2, re.compile(rf"^[（(][{_NUM}]+[）)]")),
-    (3, re.compile(rf"^[{_NUM}]+是")),
-    (3, re.compile(rf"^第[{_NUM}\d]+条")),
-    (3, re.compile(r"^\d{1,2}[.、．](?!\d)")),
+_ARTICLE = re.compile(rf"^第[{_NUM}\d]+条")
+
+
+@dataclass(frozen=True)
+class _Outline:
+    headings: list[tuple[int, re.Pattern]]  # (level, pattern at the start of a line or sentence)
+    closing: int  # a heading of this level or above closes the chunk; deeper ones may share it
+    # Policy items often run their heading into a long first sentence: its first LABEL_MAX
+    # characters say more about the passages under it than the item's number alone.
+    shortened_labels: bool
+
+
+_PARTS = [
+    (1, re.compile(rf"^第[{_NUM}\d]+编")),
+    (2, re.compile(rf"^第[{_NUM}\d]+章")),
+    (3, re.compile(rf"^第[{_NUM}\d]+节")),
 ]
+ARTICLES = _Outline([*_PARTS, (4, _ARTICLE)], closing=3, shortened_labels=False)
+POLICY = _Outline(
+    [
+        (1, re.compile(rf"^第[{_NUM}\d]+[编章]")),
+        (2, re.compile(rf"^第[{_NUM}\d]+节")),
+        (1, re.compile(rf"^[{_NUM}]+、")),
+        (2, re.compile(rf"^[（(][{_NUM}]+[）)]")),
+        (3, re.compile(rf"^[{_NUM}]+是")),
+        (3, _ARTICLE),
+        (3, re.compile(r"^\d{1,2}[.、．](?!\d)")),
+    ],
+    closing=2,
+    shortened_labels=True,
+)
+_FIRST_ARTICLES = ("第一条", "第二条")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+")
 _LABEL_END = re.compile(r"[。；：:！？\s]")
 LABEL_MAX = 30
@@ -74,18 +101,40 @@ def text_sentences(text: str) -> list[Span]:
     return [s for line in line_spans(text) for s in sentences(text, line)]
 
 
-def heading_of(sentence: str, whole_line: bool) -> tuple[int, str] | None:
+def heading_of(sentence: str, whole_line: bool, outline: _Outline) -> tuple[int, str] | None:
     md = _MD_HEADING.match(sentence)
     if md and whole_line:
-        return len(md.group(1)), sentence[md.end():].strip()
-    for level, pattern in _HEADINGS:
-        if pattern.match(sentence):
-            if whole_line and len(sentence) <= LABEL_MAX:
-                return level, sentence
-            cut = _LABEL_END.search(sentence)
-            label = sentence[: cut.start()] if cut else sentence
-            return level, label[:LABEL_MAX]
+        text = sentence[md.end():].strip()
+        level = _level(text, outline)
+        # In a document of articles, 编/章/节 keep their place whatever the Markdown depth.
+        if outline is ARTICLES:
+            return (level, text) if level else (min(len(md.group(1)), ARTICLES.closing), text)
+        return len(md.group(1)), text
+    for level, pattern in outline.headings:
+        marker = pattern.match(sentence)
+        if marker:
+            return level, _label(sentence, marker.group(), whole_line and pattern is not _ARTICLE, outline)
     return None
+
+
+def _level(text: str, outline: _Outline) -> int | None:
+    return next((level for level, pattern in outline.headings if pattern.match(text)), None)
+
+
+def _label(sentence: str, marker: str, whole_line: bool, outline: _Outline) -> str:
+    """The heading line, else the phrase the heading opens, else (in a document of
+    articles) its number alone: never a phrase cut short. An article's label is its number
+    (the rest is the article's text, not a title)."""
+    if whole_line and len(sentence) <= LABEL_MAX:
+        return sentence
+    rest = sentence[len(marker):]
+    cut = _LABEL_END.search(sentence, len(marker) + len(rest) - len(rest.lstrip()))
+    phrase = sentence[: cut.start()] if cut else sentence
+    if _ARTICLE.match(marker) and outline is ARTICLES:
+        return marker
+    if len(phrase) > LABEL_MAX:
+        return phrase[:LABEL_MAX] if outline.shortened_labels else marker
+    return phrase
 
 
 def _is_title_line(text: str) -> bool:
@@ -93,22 +142,45 @@ def _is_title_line(text: str) -> bool:
     return len(text) <= LABEL_MAX + 7 and not re.search(r"[。；！？]", text)
 
 
-def _units(doc: Document) -> list[_Sentence]:
+def outline_of(doc: Document) -> _Outline:
+    """ARTICLES when paragraphs or sentences open with 第一条 and 第二条: a document that
+    only quotes articles (第三十一条规定…) has no 第一条 of its own."""
+    seen = set()
+    for line in doc.keep:
+        for span in sentences(doc.text, line):
+            seen.update(a for a in _FIRST_ARTICLES if doc.text.startswith(a, span.start))
+            if len(seen) == len(_FIRST_ARTICLES):
+                return ARTICLES
+    return POLICY
+
+
+def _units(doc: Document, outline: _Outline) -> list[_Sentence]:
     units = []
     marked = {span.start: level for span, level in doc.headings}
     for line in doc.keep:
         text = doc.text[line.start:line.end]
         if line.start in marked:
-            line_heading = (marked[line.start], text[:LABEL_MAX])
+            level = (_level(text, outline) if outline is ARTICLES else None) or marked[line.start]
+            line_heading = (level, _marked_label(text, outline))
         else:
-            line_heading = heading_of(text, whole_line=True) if _is_title_line(text) else None
+            line_heading = heading_of(text, True, outline) if _is_title_line(text) else None
         if line_heading:
             units.append(_Sentence(line, paragraph_start=True, heading=line_heading))
             continue
         for i, span in enumerate(sentences(doc.text, line)):
-            heading = heading_of(doc.text[span.start:span.end], whole_line=False)
+            heading = heading_of(doc.text[span.start:span.end], False, outline)
             units.append(_Sentence(span, paragraph_start=i == 0, heading=heading))
     return units
+
+
+def _marked_label(text: str, outline: _Outline) -> str:
+    """A heading the format marks: whole when it fits, else as _label shortens it, else
+    its first LABEL_MAX characters marked as shortened."""
+    if len(text) <= LABEL_MAX or outline.shortened_labels:
+        return text[:LABEL_MAX]
+    marker = next((m.group() for _, p in outline.headings if (m := p.match(text))), "")
+    label = _label(text, marker, False, outline) if marker else text
+    return label if len(label) <= LABEL_MAX else text[: LABEL_MAX - 1] + "…"
 
 
 def _split_long(span: Span) -> list[Span]:
@@ -135,6 +207,7 @@ def chunk_document(doc: Document) -> list[Chunk]:
     current: list[Span] = []
     current_section: str | None = None
     page_of = page_finder(doc.pages)
+    outline = outline_of(doc)
 
     def close():
         nonlocal current
@@ -143,13 +216,13 @@ def chunk_document(doc: Document) -> list[Chunk]:
             chunks.append(Chunk(doc.path, len(chunks), start, end, doc.text[start:end], current_section, page_of(start)))
         current = []
 
-    for unit in _units(doc):
+    for unit in _units(doc, outline):
         if unit.heading:
             level, label = unit.heading
             size = current[-1].end - current[0].start if current else 0
             # Small items (一是…, 第X条) may share a chunk, but a paragraph of its own
             # starts a new one once the current chunk says something.
-            if level <= 2 or size >= (CHUNK_TARGET // 3 if unit.paragraph_start else CHUNK_TARGET):
+            if level <= outline.closing or size >= (CHUNK_TARGET // 3 if unit.paragraph_start else CHUNK_TARGET):
                 close()
             if label != doc.title:  # a Markdown title repeated in every section is noise
                 path = {k: v for k, v in path.items() if k < level}
