@@ -4,8 +4,15 @@ from __future__ import annotations
 import pytest
 
 from policyqa.clean import clean
+from policyqa.load import read_document
 from policyqa.metadata import describe, iso_date
 from policyqa.records import Document
+
+from conftest import SHARED
+
+LAWS = SHARED / "bench" / "laws"
+TRANSFER_LAW = LAWS / "行政法" / "促进科技成果转化法(2015-08-29).txt"
+needs_laws = pytest.mark.skipif(not TRANSFER_LAW.is_file(), reason="needs ../shared/bench/laws")
 
 
 def meta_of(text: str, **hints: str):
@@ -69,3 +76,21 @@ def test_dates_in_their_written_forms():
     assert iso_date("2019/7/1") == "2019-07-01"
     assert iso_date("二〇一九年十二月三十一日") == "2019-12-31"
     assert iso_date("2019年13月1日") is None
+
+
+@needs_laws
+def test_an_amended_law_is_dated_by_its_latest_amendment(tmp_path):
+    text = TRANSFER_LAW.read_text(encoding="utf-8")
+    assert "1996年5月15日" in text and "2015年8月29日" in text
+    (tmp_path / "促进科技成果转化法.txt").write_text(text, encoding="utf-8")
+    assert describe(clean(read_document(tmp_path / "促进科技成果转化法.txt", tmp_path))).date == "2015-08-29"
+    assert describe(clean(read_document(TRANSFER_LAW, LAWS))).date == "2015-08-29"
+
+
+@needs_laws
+def test_the_date_in_a_laws_file_name_counts(tmp_path):
+    adopted_only = "\n".join(line for line in TRANSFER_LAW.read_text(encoding="utf-8").splitlines() if "修正" not in line)
+    for name in ("促进科技成果转化法(2015-08-29).txt", "促进科技成果转化法.txt"):
+        (tmp_path / name).write_text(adopted_only, encoding="utf-8")
+    assert describe(clean(read_document(tmp_path / "促进科技成果转化法(2015-08-29).txt", tmp_path))).date == "2015-08-29"
+    assert describe(clean(read_document(tmp_path / "促进科技成果转化法.txt", tmp_path))).date == "1996-05-15"

@@ -2,14 +2,17 @@
 document number (文号) and date.
 
 Owns: finding these in the text (labelled fields such as 发文机关：, the 文号 line under
-the title, the signature block of issuer and date at the end, "自…起施行"), preferring
-what the file format states (HTML <meta>, page date, Word/PDF title) where it is
-plausible. Dates come out as YYYY-MM-DD; a field not found is None, never a guess from
+the title, a law's adoption and amendment lines, the signature block of issuer and date
+at the end, "自…起施行"), preferring what the file format states (HTML <meta>, page
+date, Word/PDF title) where it is plausible. A law is dated by its latest amendment
+(修正/修订), and a date in the file's name (促进科技成果转化法(2015-08-29).txt) counts
+with those. Dates come out as YYYY-MM-DD; a field not found is None, never a guess from
 an unrelated place such as a cited document's number.
 """
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 from .records import Document, Meta
 
@@ -32,18 +35,29 @@ _EFFECTIVE = re.compile(rf"自\s*(?P<v>(?:{DATE.pattern}))\s*起(?:施行|实施
 _PASSED = re.compile(
     rf"^\s*(?:{DATE.pattern})\s*(?P<by>\S+?)第[一二三四五六七八九十百\d]+次(?:全体)?会议(?:审议)?通过", re.MULTILINE
 )
+# "2015年8月29日 第十二届…会议《关于修改…的决定》修正": a date, then within its line and
+# before any other year, the word of an amendment.
+_AMENDED = re.compile(rf"(?:{DATE.pattern})(?:(?!(?:19|20)\d{{2}}\s*年)[^\n])*?(?:修正|修订)")
 # The last word of an issuing body's name.
 _AGENCY = re.compile(
     r"(?:人民政府|政府|委员会|常务委员会|办公厅|办公室|总局|局|厅|委|部|署|院|中心|办|处|室|银行|协会|联合会|指挥部|领导小组|小组)$"
 )
 _ISSUER_MAX = 40
 TITLE_MAX_HINT = 100
+# A document states its own number and a law its adoption and amendments in its first
+# lines (title, 文号, one line per 通过/修正/修订); further down, numbers and dates are
+# cited ones.
+HEAD_LINES = 12
+# A scraped notice can be a single line: past its opening sentences a 文号 is a cited one.
+HEAD_CHARS = 600
+# The signature block: several co-issuing bodies, a line each, then the date.
+TAIL_LINES = 8
 
 
 def describe(doc: Document) -> Meta:
     lines = [doc.text[s.start:s.end].strip() for s in doc.keep]
-    head = "\n".join(lines[:12])[:600]
-    tail_lines = lines[-8:]
+    head = "\n".join(lines[:HEAD_LINES])[:HEAD_CHARS]
+    tail_lines = lines[-TAIL_LINES:]
     title = _title(doc)
     return Meta(
         title=title,
@@ -112,14 +126,22 @@ def _date(doc: Document, lines: list[str], head: str, tail: list[str]) -> str | 
         found = iso_date(doc.hints["date"])
         if found:
             return found
-    passed = _PASSED.search(head)
-    if passed:
-        return iso_date(passed.group())
+    version = _version_date(doc, head)
+    if version:
+        return version
     signed = _signature_date(tail)
     if signed:
         return signed
     effective = _EFFECTIVE.search(text)
     return iso_date(effective.group("v")) if effective else None
+
+
+def _version_date(doc: Document, head: str) -> str | None:
+    """The latest of a law's adoption and amendment dates and the date in the file's name."""
+    passed = _PASSED.search(head)
+    found = [iso_date(m.group()) for m in _AMENDED.finditer(head)]
+    found += [iso_date(passed.group()) if passed else None, iso_date(PurePosixPath(doc.path).stem)]
+    return max((d for d in found if d), default=None)
 
 
 def _signature_date(tail: list[str]) -> str | None:
@@ -143,7 +165,7 @@ def _issuer(doc: Document, lines: list[str], tail: list[str], title: str) -> str
         return m.group("v")
     if doc.hints.get("issuer") and _is_agency(doc.hints["issuer"]):
         return doc.hints["issuer"]
-    passed = _PASSED.search("\n".join(lines[:12]))
+    passed = _PASSED.search("\n".join(lines[:HEAD_LINES]))
     if passed:
         return passed.group("by")
     signed = _signature_issuer(tail)
