@@ -1,7 +1,10 @@
 """Real policy files of every supported kind, written by the libraries that make them
-(python-docx, reportlab), plus files that cannot be read. Shared by the format tests."""
+(python-docx, reportlab), plus files that cannot be read. Shared by the format tests and
+by CI's user-install check (`python tests/realfiles.py DIR` writes one file of each format).
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 HTML = """<!DOCTYPE html>
@@ -116,16 +119,22 @@ def write_pdf(path: Path, pages: list[list[str]] | None, encrypt: str | None = N
     c.save()
 
 
-def write_corpus(root: Path) -> Path:
-    """Every readable kind, and every kind of file that must be skipped."""
+def write_one_of_each(root: Path) -> Path:
+    """One readable file of each supported format: .html, .docx, .pdf, .txt, .md."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "notice.html").write_bytes(HTML.encode("gbk"))
     write_docx(root / "incubator.docx")
     (root / "pdf").mkdir(exist_ok=True)
     write_pdf(root / "pdf" / "transfer.pdf", PDF_PAGES)
     (root / "ip-pledge-gbk.txt").write_bytes(GBK_TEXT.encode("gbk"))
-    (root / "taipei-big5.txt").write_bytes(BIG5_TEXT.encode("big5"))
     (root / "voucher-utf16.md").write_bytes(UTF16_TEXT.encode("utf-16"))
+    return root
+
+
+def write_corpus(root: Path) -> Path:
+    """Every readable kind, and every kind of file that must be skipped."""
+    write_one_of_each(root)
+    (root / "taipei-big5.txt").write_bytes(BIG5_TEXT.encode("big5"))
     # What cannot be read:
     (root / "junk.txt").write_bytes(bytes(range(256)) * 4)
     (root / "empty.txt").write_bytes(b"")
@@ -145,3 +154,7 @@ SKIPPED = {
     "scan.pdf": "no text layer",
     "huge.txt": "larger than",
 }
+
+
+if __name__ == "__main__":
+    write_one_of_each(Path(sys.argv[1]))
