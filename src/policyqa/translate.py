@@ -294,6 +294,11 @@ def english_query(question: str, table: dict[str, dict[str, float]], df) -> tupl
                 i += n
                 break
         else:
+            parts = [w for w in words[i].split("-") if w]
+            if len(parts) > 1:
+                # "seed-stage", "high-tech": unknown as written, translated like "seed stage".
+                words[i:i + 1] = parts
+                continue
             if words[i] not in EN_STOPWORDS:
                 missing.append(words[i])
             i += 1
