@@ -24,13 +24,12 @@ from rich.text import Text
 from . import indexer
 from .answer import ask
 from .context import passage_context
-from .embed import ModelError
+from .errors import user_error
 from .followup import Topic
-from .load import CorpusError
 from .records import Answer, Hit
 from .render import BuildProgress, key_values, plain, print_answer, print_context, print_passages
-from .search import Filter, FilterError, Searcher, checked_filter
-from .store import Store, StoreError
+from .search import Filter, Searcher, checked_filter
+from .store import Store
 
 PROMPT = "policyqa> "
 MAX_K = 50
@@ -178,7 +177,7 @@ class Chat:
         table.add_column("title", overflow="fold")
         documents = self.store.documents()
         for d in documents:
-            table.add_row(plain(d["doc"]), str(d["chunks"]), plain(d["title"]))
+            table.add_row(plain(d.doc), str(d.chunks), plain(d.title))
         self.console.print(table)
         self.console.print(Text(f"{len(documents)} documents.", style="dim"))
 
@@ -304,10 +303,6 @@ def lines_from_terminal(chat: Chat) -> Iterable[str]:
             return
 
 
-# Failures whose message is meant for users (the CLI maps the same ones to exit codes).
-USER_ERRORS = (StoreError, ModelError, CorpusError, FilterError)
-
-
 def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
     """Answer line after line until the user leaves. A failed command or question is
     reported in one line and the session goes on."""
@@ -322,7 +317,8 @@ def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
         except Exception as exc:
             if debug:
                 traceback.print_exc()
-            message = str(exc) if isinstance(exc, USER_ERRORS) else f"unexpected error: {type(exc).__name__}: {exc}"
+            known = user_error(exc)
+            message = str(known) if known else f"unexpected error: {type(exc).__name__}: {exc}"
             chat.console.print(plain(f"error: {message.strip().splitlines()[0] if message.strip() else 'error'}", "red"))
 
 

@@ -67,7 +67,7 @@ def _from_text(text: str, hit: Hit, note: str) -> Context:
 
 def _from_chunks(store: Store, hit: Hit, note: str) -> Context:
     rows = store.chunks_of(hit.doc)
-    at = next((i for i, r in enumerate(rows) if r.id == hit.chunk_id), None)
+    at = next((i for i, r in enumerate(rows) if r.chunk_id == hit.chunk_id), None)
     if at is None:  # the document was re-indexed since: only the passage itself is known
         return Context("", hit.text, "", False, note, False, False)
     before = "\n".join(r.text for r in rows[max(0, at - AROUND_CHUNKS):at])

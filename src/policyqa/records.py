@@ -1,10 +1,10 @@
 """The small records that flow between the pipeline steps.
 
-load -> Document -> chunk -> Chunk -> store/search -> Hit -> answer -> Answer -> render
+load -> Document -> chunk -> Chunk -> store -> ChunkRow -> search -> Hit -> answer -> Answer -> render
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class Hit:
-    """A chunk found for a query, with the scores that ranked it."""
+class ChunkRow:
+    """A stored chunk as readers see it: where it lies in its document, and what the
+    document says about itself."""
 
     chunk_id: int
     doc: str
@@ -71,10 +72,21 @@ class Hit:
     start: int
     end: int
     text: str
+    _: KW_ONLY
+    page: int | None = None  # 1-based PDF page where the chunk starts
+    meta: Meta | None = None
+
+
+@dataclass(frozen=True)
+class Hit(ChunkRow):
+    """A chunk found for a query, with the scores that ranked it."""
+
     score: float
     scores: dict[str, float] = field(default_factory=dict)
-    page: int | None = None
-    meta: Meta | None = None
+
+    @classmethod
+    def of(cls, row: ChunkRow, score: float, scores: dict[str, float]) -> "Hit":
+        return cls(**{f.name: getattr(row, f.name) for f in fields(ChunkRow)}, score=score, scores=scores)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ import numpy as np
 
 from . import terms, translate
 from .embed import query_encoder
+from .errors import InputError
 from .lexical import BIGRAMS, WORDS, LexicalIndex
-from .records import Hit, Meta
-from .store import ChunkRow, Store, VectorsGone
+from .records import ChunkRow, Hit, Meta
+from .store import Store, VectorsGone
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
@@ -140,7 +141,7 @@ class Filter:
         return store.chunk_ids_of(p for p, m in store.document_meta().items() if self.admits(p, m))
 
 
-class FilterError(ValueError):
+class FilterError(InputError, ValueError):
     """Filter bounds that cannot be used; the message says why."""
 
 
@@ -160,11 +161,11 @@ def checked_filter(
 ) -> Filter | None:
     """The Filter for these bounds, or None when there are none. Refuses malformed dates,
     an empty date range, and bounds that admit no indexed document."""
-    where = Filter(doc=doc, after=_iso_date("--after", after), before=_iso_date("--before", before), issuer=issuer)
+    where = Filter(doc=doc, after=_iso_date("after date", after), before=_iso_date("before date", before), issuer=issuer)
     if not where:
         return None
     if where.after and where.before and where.after > where.before:
-        raise FilterError(f"--after {where.after} is later than --before {where.before}")
+        raise FilterError(f"after date {where.after} is later than before date {where.before}")
     if not where.chunk_ids(store).size:
         raise FilterError("no indexed document matches the filters (see `policyqa index status`)")
     return where
@@ -345,8 +346,7 @@ def distinct(ranked: list[tuple[ChunkRow, dict[str, float]]], limit: int) -> lis
         if any(doc == row.doc and near_duplicate(sh, s) for doc, s in seen):
             continue
         seen.append((row.doc, sh))
-        hit = Hit(row.id, row.doc, row.title, row.section, row.start, row.end, row.text, scores["fused"], scores,
-                  page=row.page, meta=row.meta)
+        hit = Hit.of(row, scores["fused"], scores)
         per_doc[row.doc] = per_doc.get(row.doc, 0) + 1
         (out if per_doc[row.doc] <= PER_DOCUMENT else deferred).append(hit)
         if len(out) == limit:
