@@ -97,6 +97,24 @@ def seed_index(tmp_path_factory) -> Path:
     return index
 
 
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Corpora `old` and `new` (one file changed, removed, renamed, added), a committed
+    index of `old`, and the chunks of a fresh build of `new` (bench/crash.py)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import crash
+
+    return crash.prepare(CORPUS / "chengdu-sti-reform.txt", tmp_path_factory.mktemp("update"))
+
+
+@pytest.fixture
+def index(setup, tmp_path) -> Path:
+    """A writable copy of the committed index of `old`."""
+    dest = tmp_path / "index"
+    shutil.copytree(setup.template, dest)
+    return dest
+
+
 @pytest.fixture
 def corpus_copy(tmp_path) -> Path:
     """A writable copy of the seed corpus."""

@@ -88,13 +88,23 @@ def test_status_json(seed_index):
     assert status["bytes"] == expected
 
 
-def test_ask_builds_a_missing_index_first(tmp_path, corpus_copy):
-    index = tmp_path / "fresh-index"
-    proc = run_cli("ask", "科创通平台的核心功能是什么", "--json", "--corpus", str(corpus_copy), "--index", str(index))
+def test_ask_builds_the_missing_default_index_first(tmp_path, corpus_copy):
+    # cwd is the corpus copy's parent, so the default ./corpus and ./index are the test's own
+    proc = run_cli("ask", "科创通平台的核心功能是什么", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "building it" in proc.stderr
     assert json.loads(proc.stdout)["found"] is True
-    assert (index / "policyqa.sqlite3").exists()
+    assert (tmp_path / "index" / "policyqa.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_a_mistyped_index_is_not_built(tmp_path, corpus_copy, command):
+    typo = tmp_path / "indx"
+    args = ["ask", "科创通"] if command == "ask" else ["chat"]
+    proc = run_cli(*args, "--corpus", str(corpus_copy), "--index", str(typo))
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and f"no index in {typo}" in proc.stderr and "index build --index" in proc.stderr
+    assert not typo.exists()
 
 
 def test_environment_selects_corpus_and_index(tmp_path, seed_index):

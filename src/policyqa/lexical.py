@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .files import prune_generations, replaced
 from .terms import STOPWORDS, bigrams, is_han, words
 from .translate import TABLE_VERSION, load_table
 
@@ -35,7 +34,8 @@ SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", 
             "translations": TABLE_VERSION}
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
-_DIR = "lexical-{:06d}"
+PREFIX = "lexical"
+_DIR = PREFIX + "-{:06d}"
 
 
 def _by_line(cut: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
@@ -86,25 +86,17 @@ def write(index_dir: Path, generation: int, ids: np.ndarray, texts: list[str], d
     whole `documents` (path -> text); plus the translation table of the word vocabulary."""
     from .translate import write_table
 
-    final = generation_dir(index_dir, generation)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     paths = sorted(documents)
-    for name, cut in ((WORDS, _by_line(words)), (BIGRAMS, bigrams)):
-        vocab = _write_bm25(tmp / name / "passages", [cut(t) for t in texts])
-        _write_bm25(tmp / name / "documents", [cut(documents[p]) for p in paths])
-        if name == WORDS:
-            write_table(tmp, vocab)
-    row_of_doc = {p: i for i, p in enumerate(paths)}
-    np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
-    np.save(tmp / "chunk_documents.npy", np.array([row_of_doc[d] for d in docs], dtype=np.int64))
-    (tmp / "settings.json").write_text(json.dumps(SETTINGS, sort_keys=True), encoding="utf-8")
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with replaced(generation_dir(index_dir, generation)) as tmp:
+        for name, cut in ((WORDS, _by_line(words)), (BIGRAMS, bigrams)):
+            vocab = _write_bm25(tmp / name / "passages", [cut(t) for t in texts])
+            _write_bm25(tmp / name / "documents", [cut(documents[p]) for p in paths])
+            if name == WORDS:
+                write_table(tmp, vocab)
+        row_of_doc = {p: i for i, p in enumerate(paths)}
+        np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
+        np.save(tmp / "chunk_documents.npy", np.array([row_of_doc[d] for d in docs], dtype=np.int64))
+        (tmp / "settings.json").write_text(json.dumps(SETTINGS, sort_keys=True), encoding="utf-8")
 
 
 def is_current(index_dir: Path, generation: int) -> bool:
@@ -119,13 +111,7 @@ def is_current(index_dir: Path, generation: int) -> bool:
 
 def remove_old(index_dir: Path, generation: int) -> None:
     """Keep the current generation and the previous one (for readers switching now)."""
-    for p in index_dir.glob("lexical-*"):
-        try:
-            n = int(p.name.split("-")[1].split(".")[0])
-        except ValueError:
-            continue
-        if n < generation - 1 or n > generation or p.name.endswith(".tmp"):
-            shutil.rmtree(p, ignore_errors=True)
+    prune_generations(index_dir, PREFIX, generation)
 
 
 @dataclass
@@ -253,15 +239,18 @@ class LexicalIndex:
     @classmethod
     def load(cls, index_dir: Path, generation: int) -> "LexicalIndex | None":
         """None when the generation has no keyword index of today's kind (written before
-        there was one, or with other SETTINGS: `index update` rewrites it)."""
+        there was one, or with other SETTINGS) or a damaged one: `index update` rewrites it."""
         if not is_current(index_dir, generation):
             return None
         d = generation_dir(index_dir, generation)
-        ids = np.load(d / "ids.npy")
-        chunk_documents = np.load(d / "chunk_documents.npy")
-        n_docs = int(chunk_documents.max()) + 1 if len(chunk_documents) else 0
-        return cls(ids, chunk_documents, Keywords.load(d / WORDS, len(ids), n_docs),
-                   Keywords.load(d / BIGRAMS, len(ids), n_docs), d)
+        try:
+            ids = np.load(d / "ids.npy")
+            chunk_documents = np.load(d / "chunk_documents.npy")
+            n_docs = int(chunk_documents.max()) + 1 if len(chunk_documents) else 0
+            return cls(ids, chunk_documents, Keywords.load(d / WORDS, len(ids), n_docs),
+                       Keywords.load(d / BIGRAMS, len(ids), n_docs), d)
+        except (OSError, ValueError):
+            return None  # a damaged keyword index: searched without until `index update` rewrites it
 
     def keywords(self, cut: str) -> Keywords:
         return self.words if cut == WORDS else self.bigrams
@@ -270,7 +259,10 @@ class LexicalIndex:
     def translations(self) -> dict[str, dict[str, float]]:
         """English -> Chinese corpus words (translate.py), read on first English question."""
         if self._translations is None:
-            self._translations = load_table(self.directory) or {}
+            try:
+                self._translations = load_table(self.directory) or {}
+            except ValueError:  # damaged: English questions go without until `index update`
+                self._translations = {}
         return self._translations
 
     @functools.cached_property

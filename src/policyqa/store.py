@@ -2,14 +2,18 @@
 
 Owns: the schema, the embedding cache (content hash -> vector, so nothing is embedded
 twice), the atomic switch from one index generation to the next, the single-writer lock,
-and reading a consistent snapshot. The FAISS file of generation N is written and synced
-before the SQLite transaction that makes N current, so the database never points at a
-vector file that is missing or disagrees with its chunks. Nothing is pickled.
+and reading a consistent snapshot. The FAISS file and keyword index of generation N are
+written and synced before the SQLite transaction that makes N current, and that
+transaction records their checksums, so the database never points at a file that is
+missing, damaged or disagrees with its chunks. What goes into the keyword index is the
+indexer's to say: the store is handed its texts. Nothing is pickled.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -21,15 +25,17 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import lexical
-from .chunk import search_text
+from . import files, lexical
 from .embed import ModelInfo
-from .records import Chunk, Document, Meta
+from .errors import DamagedIndex, DiskFull, UserError
+from .records import Chunk, ChunkRow, Document, Meta
 
 FORMAT = 2  # 2: documents.meta (JSON) and chunks.page
 DB_NAME = "policyqa.sqlite3"
 LOCK_NAME = "write.lock"
 PAUSE_ENV = "POLICYQA_PAUSE_AT"
+VECTORS_PREFIX = "vectors"
+BATCH = 500  # values per `IN (...)`: SQLite before 3.32 allows 999 parameters a statement
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +53,7 @@ CREATE TABLE IF NOT EXISTS skipped (doc TEXT PRIMARY KEY, reason TEXT NOT NULL);
 """
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """An index that is missing, busy or unusable; the message is shown to the user."""
 
 
@@ -65,17 +71,19 @@ class VectorsGone(StoreError):
 
 
 @dataclass(frozen=True)
-class ChunkRow:
-    id: int
+class DocumentRow:
     doc: str
     title: str
-    ordinal: int
-    start: int
-    end: int
-    section: str | None
-    text: str
-    page: int | None
+    content_hash: str
+    chars: int
+    chunks: int
     meta: Meta
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    doc: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,39 @@ class Upsert:
     doc: Document
     chunks: list[Chunk]
     embed_hashes: list[str]
+
+
+@dataclass(frozen=True)
+class NextChunk:
+    """A chunk of the next generation, under the id it has there."""
+
+    id: int
+    title: str
+    chunk: Chunk
+    embed_hash: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The next generation: which documents go and come, and its chunks in the order of
+    its vector file (kept ones first, then the new ones)."""
+
+    generation: int
+    model: ModelInfo
+    upserts: list[Upsert]
+    removed: list[str]
+    replace_all: bool
+    keep: frozenset[str]
+    chunks: list[NextChunk]
+
+
+@dataclass(frozen=True)
+class KeywordTexts:
+    """What the keyword index of a generation is built over: the text of each of the
+    plan's chunks, in its order, and of each whole document."""
+
+    passages: list[str]
+    documents: dict[str, str]
 
 
 def _meta(title: str, stored: str) -> Meta:
@@ -97,19 +138,76 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        # Nobody can write here, so the database cannot change under us, and "immutable"
+        # lets SQLite read it without the -shm file it could not create.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA synchronous = FULL")
     return conn
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _select_in(conn: sqlite3.Connection, sql: str, values: Iterable) -> Iterator[tuple]:
+    """The rows of `sql`, whose `{marks}` is an IN list, for all `values`, in batches."""
+    values = list(values)
+    for i in range(0, len(values), BATCH):
+        part = values[i:i + BATCH]
+        yield from conn.execute(sql.format(marks=",".join("?" * len(part))), part)
+
+
+def _check(conn: sqlite3.Connection) -> None:
+    """Raises DatabaseError unless the database file reads as sound."""
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(problems[0])
+
+
+def _readable_embeddings(db: Path) -> list[tuple[str, bytes]]:
+    """The embedding cache rows of a damaged database that can still be read and look
+    like vectors of the index's dimension (finite floats)."""
+    rows: list[tuple[str, bytes]] = []
     try:
-        os.fsync(fd)
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows
+    try:
+        dim = int(conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()[0])
+        for h, blob in conn.execute("SELECT hash, vector FROM embeddings"):
+            if isinstance(h, str) and isinstance(blob, bytes) and len(blob) == 4 * dim \
+                    and np.isfinite(np.frombuffer(blob, dtype=np.float32)).all():
+                rows.append((h, blob))
+    except (sqlite3.Error, TypeError, ValueError):
+        pass  # what was read before the damaged page is kept
     finally:
-        os.close(fd)
+        conn.close()
+    return rows
+
+
+def _start_over(db: Path) -> tuple[sqlite3.Connection, int]:
+    """An empty database in place of a damaged one, with what of its embedding cache can
+    still be read (a rebuild then embeds only what was lost)."""
+    cache = _readable_embeddings(db)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    conn = _connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?)", cache)
+    conn.execute("COMMIT")
+    return conn, len(cache)
+
+
+def _disk_full(exc: BaseException, directory: Path) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    if not isinstance(exc, OSError):
+        return False
+    # numpy's writes report a short write without an errno
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or (exc.errno is None and shutil.disk_usage(directory).free < files.BLOCK)
 
 
 def pause_point(name: str) -> None:
@@ -122,15 +220,16 @@ def pause_point(name: str) -> None:
 
 
 def vectors_name(generation: int) -> str:
-    return f"vectors-{generation:06d}.faiss"
+    return f"{VECTORS_PREFIX}-{generation:06d}.faiss"
 
 
 class Store:
     """A connection to one index directory."""
 
-    def __init__(self, index_dir: Path, conn: sqlite3.Connection):
+    def __init__(self, index_dir: Path, conn: sqlite3.Connection, read_only: bool = False):
         self.dir = index_dir
         self.conn = conn
+        self.read_only = read_only
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
@@ -138,7 +237,8 @@ class Store:
         db = index_dir / DB_NAME
         if not db.exists():
             raise NoIndex(f"no index in {index_dir}")
-        store = cls(index_dir, _connect(db))
+        read_only = not os.access(index_dir, os.W_OK) or not os.access(db, os.W_OK)
+        store = cls(index_dir, _connect(db, read_only), read_only)
         if store.meta().get("format") != str(FORMAT):
             raise StoreError(
                 f"the index in {index_dir} has an incompatible format; rebuild it with `policyqa index build`"
@@ -148,11 +248,24 @@ class Store:
         return store
 
     @classmethod
-    def create_or_open(cls, index_dir: Path) -> "Store":
+    def create_or_open(cls, index_dir: Path, start_over: Callable[[str], None] | None = None) -> "Store":
+        """The index for writing, created when missing. A damaged database fails (see
+        errors.user_error); given `start_over`, it is instead replaced by an empty one that
+        keeps what of its embedding cache can still be read, and `start_over` is told."""
         index_dir.mkdir(parents=True, exist_ok=True)
-        conn = _connect(index_dir / DB_NAME)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(SCHEMA)
+        db = index_dir / DB_NAME
+        try:
+            conn = _connect(db)
+            if start_over and db.exists():
+                _check(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if not start_over or isinstance(exc, sqlite3.OperationalError):
+                raise
+            conn.close()
+            conn, kept = _start_over(db)
+            start_over(f"the index database was damaged ({exc}); starting over, {kept} cached vectors kept")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
         store = cls(index_dir, conn)
         if store.meta()["format"] != str(FORMAT):
@@ -178,6 +291,12 @@ class Store:
             return None
         return ModelInfo(name=m["model"], fingerprint=m["model_fingerprint"], dim=int(m["dim"]))
 
+    def checksums(self) -> dict[str, str] | None:
+        """Path (relative to the index directory) -> checksum of each file of the current
+        generation; None for a generation written before checksums were kept."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'files'").fetchone()
+        return json.loads(row[0]) if row else None
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: everything read inside sees one committed generation."""
@@ -188,10 +307,12 @@ class Store:
             self.conn.execute("COMMIT")
 
     def load_lexical(self, generation: int) -> "lexical.LexicalIndex | None":
+        """Inside snapshot(): the keyword index, or None when it is outdated, incomplete
+        or damaged (search goes on with vectors alone; `index update` rewrites it). Sizes
+        are checked here, contents by `index update` and `index status --verify`."""
+        if self.damaged(full=False, only=lexical.PREFIX):
+            return None
         return lexical.LexicalIndex.load(self.dir, generation)
-
-    def lexical_is_current(self) -> bool:
-        return lexical.is_current(self.dir, self.generation())
 
     def renew_snapshot(self) -> None:
         """Inside snapshot(): move it to the latest committed generation."""
@@ -199,22 +320,53 @@ class Store:
         self.conn.execute("BEGIN")
 
     def load_vectors(self, generation: int):
+        """Inside snapshot(): the generation's FAISS index, its checksum verified."""
         import faiss
 
         path = self.dir / vectors_name(generation)
         try:
-            return faiss.read_index(str(path))
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise VectorsGone(f"{path.name} is missing; run `policyqa index update`") from None
+        recorded = (self.checksums() or {}).get(path.name)
+        if recorded and files.checksum(data) != recorded:
+            raise DamagedIndex(f"{path.name} in {self.dir} is damaged; `policyqa index update` rewrites it")
+        try:
+            return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as exc:
-            if not path.exists():
-                raise VectorsGone(f"{path.name} is missing; run `policyqa index build`") from exc
-            raise StoreError(f"cannot read {path.name}; run `policyqa index build`") from exc
+            raise DamagedIndex(f"cannot read {path.name}; `policyqa index update` rewrites it") from exc
+
+    def damaged(self, full: bool = True, only: str | None = None) -> list[str]:
+        """The files of the current generation that are missing or differ from what was
+        written (by size, or with `full` by checksum too); those under `only` if given.
+        (None of a generation written before checksums were kept.)"""
+        out = []
+        for name, checksum in sorted((self.checksums() or {}).items()):
+            if only and not name.startswith(only):
+                continue
+            path = self.dir / name
+            try:
+                ok = files.file_checksum(path) == checksum if full else path.stat().st_size == files.size_of(checksum)
+            except OSError:
+                ok = False
+            if not ok:
+                out.append(name)
+        return out
+
+    def needs_rewrite(self) -> bool:
+        """Whether the current generation's files must be written again from the database:
+        never completed, an outdated keyword index, no checksums yet, or a file missing or
+        damaged."""
+        generation = self.generation()
+        return (generation == 0 or not lexical.is_current(self.dir, generation) or self.checksums() is None
+                or bool(self.damaged()))
 
     def chunk_rows(self, ids: Iterable[int]) -> dict[int, ChunkRow]:
         ids = [int(i) for i in ids]
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        return {r.id: r for r in self._chunk_rows(f"c.id IN ({marks})", ids)}
+        return {r.chunk_id: r for r in self._chunk_rows(f"c.id IN ({marks})", ids)}
 
     def chunks_of(self, doc: str) -> list[ChunkRow]:
         """Every chunk of one document, in document order."""
@@ -222,36 +374,31 @@ class Store:
 
     def _chunk_rows(self, where: str, args: list) -> list[ChunkRow]:
         rows = self.conn.execute(
-            f'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.section, c.text, c.page, d.meta '
+            f'SELECT c.id, c.doc, d.title, c.section, c.start, c."end", c.text, c.page, d.meta '
             f"FROM chunks c JOIN documents d ON d.path = c.doc WHERE {where}",
             args,
         )
-        return [ChunkRow(*r[:9], meta=_meta(r[2], r[9])) for r in rows]
+        return [ChunkRow(*r[:7], page=r[7], meta=_meta(r[2], r[8])) for r in rows]
 
-    def documents(self) -> list[dict]:
+    def documents(self) -> list[DocumentRow]:
         rows = self.conn.execute(
             "SELECT d.path, d.title, d.content_hash, d.chars, COUNT(c.id), d.meta FROM documents d "
             "LEFT JOIN chunks c ON c.doc = d.path GROUP BY d.path ORDER BY d.path"
         )
-        return [dict(doc=p, title=t, content_hash=h, chars=n, chunks=k, meta=_meta(t, m)) for p, t, h, n, k, m in rows]
+        return [DocumentRow(p, t, h, n, k, _meta(t, m)) for p, t, h, n, k, m in rows]
 
     def document_meta(self) -> dict[str, Meta]:
         return {p: _meta(t, m) for p, t, m in self.conn.execute("SELECT path, title, meta FROM documents")}
 
     def chunk_ids_of(self, docs: Iterable[str]) -> np.ndarray:
-        docs = list(docs)
-        ids: list[int] = []
-        for i in range(0, len(docs), 500):
-            part = docs[i:i + 500]
-            marks = ",".join("?" * len(part))
-            ids.extend(r[0] for r in self.conn.execute(f"SELECT id FROM chunks WHERE doc IN ({marks})", part))
+        ids = [i for (i,) in _select_in(self.conn, "SELECT id FROM chunks WHERE doc IN ({marks})", docs)]
         return np.array(sorted(ids), dtype=np.int64)
 
     def document_hashes(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT path, content_hash FROM documents"))
 
-    def skipped(self) -> list[dict]:
-        return [dict(doc=d, reason=r) for d, r in self.conn.execute("SELECT doc, reason FROM skipped ORDER BY doc")]
+    def skipped(self) -> list[SkippedRow]:
+        return [SkippedRow(d, r) for d, r in self.conn.execute("SELECT doc, reason FROM skipped ORDER BY doc")]
 
     def counts(self) -> tuple[int, int]:
         docs = self.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
@@ -262,25 +409,19 @@ class Store:
         """Bytes of the current generation: database, vector file and keyword index."""
         generation = self.generation()
         names = {DB_NAME, DB_NAME + "-wal", vectors_name(generation)}
-        files = [p for p in self.dir.iterdir() if p.name in names]
-        files += [p for p in lexical.generation_dir(self.dir, generation).rglob("*") if p.is_file()]
-        return sum(p.stat().st_size for p in files)
+        paths = [p for p in self.dir.iterdir() if p.name in names]
+        paths += [p for p in lexical.generation_dir(self.dir, generation).rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in paths)
 
     # ---- writing ------------------------------------------------------------------
     def cached_vectors(self, hashes: Iterable[str]) -> set[str]:
         """Which of these embedding hashes are already stored."""
-        hashes = list(hashes)
-        found: set[str] = set()
-        for i in range(0, len(hashes), 500):
-            part = hashes[i:i + 500]
-            marks = ",".join("?" * len(part))
-            found.update(h for (h,) in self.conn.execute(f"SELECT hash FROM embeddings WHERE hash IN ({marks})", part))
-        return found
+        return {h for (h,) in _select_in(self.conn, "SELECT hash FROM embeddings WHERE hash IN ({marks})", hashes)}
 
     def cache_vectors(self, hashes: list[str], vectors: np.ndarray) -> None:
         """Stored at once, in their own transaction, so interrupted embedding work resumes."""
         rows = [(h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(hashes, vectors)]
-        with self._transaction():
+        with self._disk_space(), self._transaction():
             self.conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", rows)
 
     @contextmanager
@@ -293,50 +434,84 @@ class Store:
             raise
         self.conn.execute("COMMIT")
 
-    def commit(
+    @contextmanager
+    def _disk_space(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, sqlite3.OperationalError) as exc:
+            if _disk_full(exc, self.dir):
+                raise DiskFull(f"no space left on the index's disk ({self.dir}); free some space and run the "
+                               "command again") from exc
+            raise
+
+    def plan(
         self,
         model: ModelInfo,
-        settings: dict,
         upserts: list[Upsert],
         removed: list[str],
-        skipped: dict[str, str],
         replace_all: bool = False,
         keep: Iterable[str] = (),
-    ) -> int:
-        """Make a new generation current: write its vector file, then switch in one
-        transaction. `replace_all` drops every document but those in `keep` (files that
-        can no longer be read keep their last indexed version). Returns the new
-        generation number."""
-        generation = self.generation() + 1
+    ) -> Plan:
+        """The next generation. `replace_all` drops every document but those in `keep`
+        (files that can no longer be read keep their last indexed version)."""
         old = self.model_info()
         if old and not replace_all and (old.fingerprint != model.fingerprint or old.name != model.name):
             raise StoreError(f"the index was built with {old.name}; use `policyqa index build` to change model")
         changed = {u.doc.path for u in upserts}
-        next_id = (self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]) + 1
-        keep = set(keep)
-        keep_rows = [
-            (cid, h) for cid, doc, h in self.conn.execute("SELECT id, doc, embed_hash FROM chunks")
-            if (doc in keep if replace_all else doc not in changed and doc not in removed)
+        keep = frozenset(keep)
+        rows = self.conn.execute(
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
+            "FROM chunks c JOIN documents d ON d.path = c.doc ORDER BY c.id"
+        )
+        chunks = [
+            NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows
+            if (r[1] in keep if replace_all else r[1] not in changed and r[1] not in removed)
         ]
-        new_rows = []
+        next_id = (self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]) + 1
         for u in upserts:
             for c, h in zip(u.chunks, u.embed_hashes):
-                new_rows.append((next_id, u.doc.path, c, h))
+                chunks.append(NextChunk(next_id, u.doc.title, c, h))
                 next_id += 1
-        ids = np.array([cid for cid, _ in keep_rows] + [r[0] for r in new_rows], dtype=np.int64)
-        hashes = [h for _, h in keep_rows] + [r[3] for r in new_rows]
-        self._write_vectors(generation, ids, self._vectors_for(hashes, model.dim), model.dim)
-        self._write_lexical(generation, [cid for cid, _ in keep_rows], new_rows, upserts)
-        pause_point("vectors-written")
+        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, chunks)
 
+    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str], keywords: KeywordTexts) -> int:
+        """Make the planned generation current: write its vector file and keyword index,
+        then switch in one transaction. Returns the new generation number. If anything
+        fails before the switch, the new generation's files are removed."""
+        generation, model = plan.generation, plan.model
+        # Files of a writer that was stopped before its switch are no generation's.
+        self._prune(generation - 1)
+        ids = np.array([c.id for c in plan.chunks], dtype=np.int64)
+        switched = False
+        try:
+            with self._disk_space():
+                vectors = self._write_vectors(
+                    generation, ids, self._vectors_for([c.embed_hash for c in plan.chunks], model.dim), model.dim)
+                lexical.write(self.dir, generation, ids, keywords.passages, [c.chunk.doc for c in plan.chunks],
+                              keywords.documents)
+                checksums = self._checksums(generation, vectors)
+                pause_point("vectors-written")
+                self._switch(plan, settings, skipped, checksums)
+                switched = True
+        finally:
+            if not switched:
+                for path in (self.dir / vectors_name(generation), lexical.generation_dir(self.dir, generation)):
+                    files.remove(path)
+        pause_point("committed")
+        self._prune(generation)
+        return generation
+
+    def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str]) -> None:
+        model = plan.model
+        changed = [u.doc.path for u in plan.upserts]
         stamp = now()
         with self._transaction():
-            if replace_all:
-                kept = sorted(keep)
+            if plan.replace_all:
+                kept = sorted(plan.keep)
                 self.conn.execute(f"DELETE FROM documents WHERE path NOT IN ({','.join('?' * len(kept))})", kept)
-            for path in list(removed) + list(changed):
+            for path in plan.removed + changed:
                 self.conn.execute("DELETE FROM documents WHERE path = ?", (path,))
-            for u in upserts:
+            for u in plan.upserts:
                 d = u.doc
                 self.conn.execute(
                     "INSERT INTO documents (path, title, encoding, content_hash, chars, indexed_at, meta) "
@@ -344,90 +519,64 @@ class Store:
                     (d.path, d.title, d.encoding, d.content_hash, len(d.text), stamp,
                      json.dumps(d.meta.as_dict() if d.meta else {}, ensure_ascii=False)),
                 )
+            old_ids = len(plan.chunks) - sum(len(u.chunks) for u in plan.upserts)
             self.conn.executemany(
                 'INSERT INTO chunks (id, doc, ordinal, start, "end", section, text, embed_hash, page) '
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cid, doc, c.ordinal, c.start, c.end, c.section, c.text, h, c.page) for cid, doc, c, h in new_rows],
+                [(n.id, c.doc, c.ordinal, c.start, c.end, c.section, c.text, n.embed_hash, c.page)
+                 for n in plan.chunks[old_ids:] for c in [n.chunk]],
             )
             self.conn.execute("DELETE FROM skipped")
             self.conn.executemany("INSERT INTO skipped VALUES (?, ?)", sorted(skipped.items()))
             values = {
-                "generation": str(generation),
+                "generation": str(plan.generation),
                 "model": model.name,
                 "model_fingerprint": model.fingerprint,
                 "dim": str(model.dim),
                 "chunker": json.dumps(settings, sort_keys=True),
                 "built_at": stamp,
+                "files": json.dumps(checksums, sort_keys=True),
             }
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (stamp,))
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
             self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
             pause_point("committing")
-        pause_point("committed")
-        self._remove_old_vectors(generation)
-        lexical.remove_old(self.dir, generation)
-        return generation
 
-    def _write_lexical(self, generation: int, keep_ids: list[int], new_rows: list, upserts: list[Upsert]) -> None:
-        """The keyword index of the new generation, over the same contextual text that is
-        embedded (title, section, passage), in the same id order as its vector file, and
-        over whole documents (title and passages)."""
-        rows = self.conn.execute(
-            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section '
-            "FROM chunks c JOIN documents d ON d.path = c.doc"
-        )
-        kept = {r[0]: (r[1], r[2], Chunk(r[1], *r[3:])) for r in rows}
-        chunks = [kept[i] for i in keep_ids]
-        titles = {u.doc.path: u.doc.title for u in upserts}
-        chunks += [(doc, titles[doc], c) for _, doc, c, _ in new_rows]
-        documents: dict[str, list[str]] = {}
-        for doc, title, c in sorted(chunks, key=lambda x: (x[0], x[2].ordinal)):
-            documents.setdefault(doc, [title]).append(c.text)
-        lexical.write(
-            self.dir, generation, np.array(keep_ids + [r[0] for r in new_rows], dtype=np.int64),
-            [search_text(title, c) for _, title, c in chunks], [doc for doc, _, _ in chunks],
-            {doc: "\n".join(parts) for doc, parts in documents.items()},
-        )
+    def _checksums(self, generation: int, vectors: str) -> dict[str, str]:
+        keywords = lexical.generation_dir(self.dir, generation)
+        out = {vectors_name(generation): vectors}
+        for path in sorted(p for p in keywords.rglob("*") if p.is_file()):
+            out[path.relative_to(self.dir).as_posix()] = files.file_checksum(path)
+        return out
 
     def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(hashes), dim), dtype=np.float32)
-        position = {}
+        position: dict[str, list[int]] = {}
         for i, h in enumerate(hashes):
             position.setdefault(h, []).append(i)
-        unique = list(position)
-        for i in range(0, len(unique), 500):
-            part = unique[i:i + 500]
-            marks = ",".join("?" * len(part))
-            for h, blob in self.conn.execute(f"SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", part):
-                out[position.pop(h)] = np.frombuffer(blob, dtype=np.float32)
+        for h, blob in _select_in(self.conn, "SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", list(position)):
+            out[position.pop(h)] = np.frombuffer(blob, dtype=np.float32)
         if position:
             raise StoreError(f"{len(position)} chunks have no stored vector; run `policyqa index update`")
         return out
 
-    def _write_vectors(self, generation: int, ids: np.ndarray, vectors: np.ndarray, dim: int) -> None:
+    def _write_vectors(self, generation: int, ids: np.ndarray, vectors: np.ndarray, dim: int) -> str:
+        """Write the generation's FAISS file; returns its checksum."""
         import faiss
 
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if len(ids):
             index.add_with_ids(vectors, ids)
-        final = self.dir / vectors_name(generation)
-        tmp = final.with_suffix(".tmp")
-        faiss.write_index(index, str(tmp))
-        pause_point("vectors-tmp")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        data = faiss.serialize_index(index).tobytes()
+        with files.replaced(self.dir / vectors_name(generation)) as tmp:
+            tmp.write_bytes(data)
+            pause_point("vectors-tmp")
+        return files.checksum(data)
 
-    def _remove_old_vectors(self, generation: int) -> None:
-        """Keep the previous generation for readers that are switching right now."""
-        for p in self.dir.glob("vectors-*"):
-            try:
-                n = int(p.name.split("-")[1].split(".")[0])
-            except ValueError:
-                continue
-            if n < generation - 1 or (n > generation):
-                p.unlink(missing_ok=True)
+    def _prune(self, generation: int) -> None:
+        """Keep `generation` and the one before it, for readers that are switching right now."""
+        files.prune_generations(self.dir, VECTORS_PREFIX, generation)
+        lexical.remove_old(self.dir, generation)
 
     @contextmanager
     def writer_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:

@@ -1,0 +1,93 @@
+"""Files that readers may open at any moment: written whole, checked, and pruned by generation.
+
+Owns: the temporary-name-then-rename write (synced, so a crash leaves the old file or the
+new one, never half of one), the checksum recorded for every file of an index generation,
+and removing the files of generations no reader needs any more.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+BLOCK = 1 << 20
+
+
+def sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _sync_tree(path: Path) -> None:
+    for f in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+@contextmanager
+def replaced(final: Path, sync: bool = True) -> Iterator[Path]:
+    """A temporary path beside `final` to write a file or a directory at; when the block
+    ends it is synced (unless `sync` is off: caches that only cost time to lose) and
+    renamed to `final`, replacing what was there. If the block fails, it is removed."""
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+    remove(tmp)
+    try:
+        yield tmp
+        if sync:
+            _sync_tree(tmp)
+        if tmp.is_dir():
+            remove(final)  # os.replace cannot replace a directory that has files
+        os.replace(tmp, final)
+        if sync:
+            sync_dir(final.parent)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def checksum(data: bytes) -> str:
+    """Size and CRC-32: enough to tell a damaged file, cheap enough to check on every open."""
+    return f"{len(data)}:{zlib.crc32(data):08x}"
+
+
+def file_checksum(path: Path) -> str:
+    crc, size = 0, 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return f"{size}:{crc:08x}"
+
+
+def size_of(recorded: str) -> int:
+    return int(recorded.split(":", 1)[0])
+
+
+def generation_of(path: Path) -> int | None:
+    """NNNNNN of `prefix-NNNNNN[.suffix]`, or None for a name of another shape."""
+    try:
+        return int(path.name.split("-")[1].split(".")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def prune_generations(directory: Path, prefix: str, current: int) -> None:
+    """Remove the `prefix-*` files of all generations but `current` and the one before it
+    (readers switching right now may still open it), and every unfinished temporary one."""
+    for p in directory.glob(f"{prefix}-*"):
+        n = generation_of(p)
+        if n is not None and (n < current - 1 or n > current or p.name.endswith(".tmp")):
+            remove(p)
