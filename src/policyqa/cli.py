@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .embed import BUNDLED, ENGINES
-from .errors import DamagedIndex, InputError, UserError, user_error
+from .errors import DamagedIndex, InputError, user_error
 from .load import CorpusError
 from .store import NoIndex, Store
 
@@ -230,8 +230,11 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
     def update(reason: str) -> None:
         try:
             report = indexer.update(corpus, index_dir, progress=LogProgress(), engine=engine, writer_wait_s=wait_s)
-        except UserError as exc:
-            log(f"update failed ({reason}): {exc}")
+        except Exception as exc:  # a watcher outlives failed updates that are not bugs
+            known = user_error(exc)
+            if known is None:
+                raise
+            log(f"update failed ({reason}): {known}")
             return
         log(report.summary(), err=False)
 
