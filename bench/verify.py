@@ -45,9 +45,11 @@ def main() -> int:
         sys.exit("this index has no checksums yet: run `policyqa index update` on a copy of it first")
     generation = store.generation()
     path = args.index / vectors_name(generation)
-    keyword_bytes = sum(p.stat().st_size for p in lexical.generation_dir(args.index, generation).rglob("*") if p.is_file())
+    keywords = lexical.generation_dir(args.index, generation)
+    keyword_mb = sum(p.stat().st_size for p in keywords.rglob("*") if p.is_file()) / 1e6
+    database_mb = (args.index / "policyqa.sqlite3").stat().st_size / 1e6
     print(f"index {args.index}: generation {generation}, vector file {path.stat().st_size / 1e6:.1f} MB, "
-          f"keyword files {keyword_bytes / 1e6:.1f} MB, database {(args.index / 'policyqa.sqlite3').stat().st_size / 1e6:.1f} MB")
+          f"keyword files {keyword_mb:.1f} MB, database {database_mb:.1f} MB")
     with store.snapshot():
         read = median_ms(lambda: faiss.read_index(str(path)), args.runs)
         checked = median_ms(lambda: store.load_vectors(generation), args.runs)

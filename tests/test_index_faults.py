@@ -173,7 +173,10 @@ def small_disk(tmp_path):
 def test_full_disk_fails_in_one_line_leaves_no_files_and_the_retry_completes(setup, small_disk):
     index = small_disk / "index"
     shutil.copytree(setup.template, index)
-    generations = lambda: sorted(p.name for p in index.iterdir() if p.name.startswith(("vectors-", "lexical-")))  # noqa: E731
+
+    def generations() -> list[str]:
+        return sorted(p.name for p in index.iterdir() if p.name.startswith(("vectors-", "lexical-")))
+
     before = generations()
     pages = sum(-(-p.stat().st_size // 4096) for p in index.rglob("*") if p.is_file())
     # Room for the database's WAL and shared-memory files and the cached vectors of the

@@ -35,6 +35,7 @@ DB_NAME = "policyqa.sqlite3"
 LOCK_NAME = "write.lock"
 PAUSE_ENV = "POLICYQA_PAUSE_AT"
 VECTORS_PREFIX = "vectors"
+FULL_DISK_FREE = 1 << 20  # bytes: less free space than this after a failed write means a full disk
 BATCH = 500  # values per `IN (...)`: SQLite before 3.32 allows 999 parameters a statement
 
 SCHEMA = """
@@ -207,7 +208,9 @@ def _disk_full(exc: BaseException, directory: Path) -> bool:
     if not isinstance(exc, OSError):
         return False
     # numpy's writes report a short write without an errno
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or (exc.errno is None and shutil.disk_usage(directory).free < files.BLOCK)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return exc.errno is None and shutil.disk_usage(directory).free < FULL_DISK_FREE
 
 
 def pause_point(name: str) -> None:
@@ -324,16 +327,17 @@ class Store:
         import faiss
 
         path = self.dir / vectors_name(generation)
+        recorded = (self.checksums() or {}).get(path.name)
         try:
-            data = path.read_bytes()
+            # A generation's file is never changed in place, so what is checked is what is read.
+            if recorded and files.file_checksum(path) != recorded:
+                raise DamagedIndex(f"{path.name} in {self.dir} is damaged; `policyqa index update` rewrites it")
+            return faiss.read_index(str(path))
         except FileNotFoundError:
             raise VectorsGone(f"{path.name} is missing; run `policyqa index update`") from None
-        recorded = (self.checksums() or {}).get(path.name)
-        if recorded and files.checksum(data) != recorded:
-            raise DamagedIndex(f"{path.name} in {self.dir} is damaged; `policyqa index update` rewrites it")
-        try:
-            return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as exc:
+            if not path.exists():
+                raise VectorsGone(f"{path.name} is missing; run `policyqa index update`") from exc
             raise DamagedIndex(f"cannot read {path.name}; `policyqa index update` rewrites it") from exc
 
     def damaged(self, full: bool = True, only: str | None = None) -> list[str]:
@@ -554,7 +558,8 @@ class Store:
         position: dict[str, list[int]] = {}
         for i, h in enumerate(hashes):
             position.setdefault(h, []).append(i)
-        for h, blob in _select_in(self.conn, "SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", list(position)):
+        found = _select_in(self.conn, "SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", list(position))
+        for h, blob in found:
             out[position.pop(h)] = np.frombuffer(blob, dtype=np.float32)
         if position:
             raise StoreError(f"{len(position)} chunks have no stored vector; run `policyqa index update`")
@@ -595,7 +600,7 @@ class Store:
             except Timeout:
                 raise WriterBusy(
                     f"another process is still updating {self.dir} after {timeout:g} s; "
-                    "try again when it has finished (or wait longer with --wait SECONDS)"
+                    "try again when it has finished"
                 ) from None
         try:
             yield
