@@ -19,7 +19,7 @@ from .embed import BUNDLED, Encoder, ModelError, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
 from .records import Document
-from .store import KeywordTexts, Plan, Store, Upsert, pause_point
+from .store import KeywordTexts, Plan, Store, Upsert, pause_point, writer_lock
 
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
@@ -79,12 +79,13 @@ def update(
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
-    store = Store.create_or_open(index_dir, start_over=progress.warn if full else None)
-    try:
-        with store.writer_lock(writer_wait_s, on_wait=progress.note):
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(index_dir, writer_wait_s, on_wait=progress.note):
+        store = Store.create_or_open(index_dir, start_over=progress.warn if full else None)
+        try:
             report = _update_locked(store, corpus, model_name, full, progress, engine)
-    finally:
-        store.close()
+        finally:
+            store.close()
     report.seconds = time.monotonic() - started
     return report
 

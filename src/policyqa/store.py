@@ -229,10 +229,9 @@ def vectors_name(generation: int) -> str:
 class Store:
     """A connection to one index directory."""
 
-    def __init__(self, index_dir: Path, conn: sqlite3.Connection, read_only: bool = False):
+    def __init__(self, index_dir: Path, conn: sqlite3.Connection):
         self.dir = index_dir
         self.conn = conn
-        self.read_only = read_only
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
@@ -241,7 +240,7 @@ class Store:
         if not db.exists():
             raise NoIndex(f"no index in {index_dir}")
         read_only = not os.access(index_dir, os.W_OK) or not os.access(db, os.W_OK)
-        store = cls(index_dir, _connect(db, read_only), read_only)
+        store = cls(index_dir, _connect(db, read_only))
         if store.meta().get("format") != str(FORMAT):
             raise StoreError(
                 f"the index in {index_dir} has an incompatible format; rebuild it with `policyqa index build`"
@@ -583,26 +582,28 @@ class Store:
         files.prune_generations(self.dir, VECTORS_PREFIX, generation)
         lexical.remove_old(self.dir, generation)
 
-    @contextmanager
-    def writer_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        """Held while writing. The OS drops the lock with its process, so a killed writer
-        never leaves a stale lock behind."""
-        from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.dir / LOCK_NAME))
+@contextmanager
+def writer_lock(index_dir: Path, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Held while writing, from before the database is opened (a damaged one may be
+    replaced). The OS drops the lock with its process, so a killed writer never leaves a
+    stale lock behind."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(index_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait and timeout > 0:
+            on_wait(f"another process is updating {index_dir}; waiting up to {timeout:g} s for it to finish")
         try:
-            lock.acquire(timeout=0)
+            lock.acquire(timeout=timeout)
         except Timeout:
-            if on_wait and timeout > 0:
-                on_wait(f"another process is updating {self.dir}; waiting up to {timeout:g} s for it to finish")
-            try:
-                lock.acquire(timeout=timeout)
-            except Timeout:
-                raise WriterBusy(
-                    f"another process is still updating {self.dir} after {timeout:g} s; "
-                    "try again when it has finished"
-                ) from None
-        try:
-            yield
-        finally:
-            lock.release()
+            raise WriterBusy(
+                f"another process is still updating {index_dir} after {timeout:g} s; "
+                "try again when it has finished"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()

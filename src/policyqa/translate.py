@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import terms
+
+from .files import replaced
 
 TABLE_NAME = "translations.json"
 TABLE_RULES = "r1"  # names the cached dictionary table: change it with _pinyin_key, _gloss_keys or EXACT/PARTIAL
@@ -165,9 +166,8 @@ def _cached_dictionary_table() -> dict[str, dict[str, float]]:
     table = _dictionary_table()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        with replaced(path, sync=False) as tmp:  # a lost cache only costs time
+            tmp.write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
     except OSError:
         pass
     return table
