@@ -141,9 +141,12 @@ def now() -> str:
 
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     if read_only:
-        # Nobody can write here, so the database cannot change under us, and "immutable"
-        # lets SQLite read it without the -shm file it could not create.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+        # Nobody can write here, so the database cannot change under us: "immutable" reads
+        # it without the -shm file SQLite could not create; commits still in a -wal file
+        # need the read-only WAL mode (and the -shm file a writer left beside it).
+        wal = Path(f"{path}-wal")
+        mode = "mode=ro" if wal.exists() and wal.stat().st_size else "immutable=1"
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, isolation_level=None)
     else:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA synchronous = FULL")
