@@ -10,9 +10,9 @@ import pytest
 from fakes import NAME as FAKE
 from policyqa import indexer
 from policyqa.answer import compose
-from policyqa.records import Hit
+from policyqa.records import ChunkRow, Hit
 from policyqa.search import Filter, Searcher, distinct, fuse, zscores
-from policyqa.store import ChunkRow, Store
+from policyqa.store import Store
 from policyqa.records import Meta
 
 DOCS = {
@@ -54,7 +54,7 @@ def test_fusion_weighs_each_component_by_its_own_spread():
 
 
 def _row(cid: int, doc: str, text: str) -> ChunkRow:
-    return ChunkRow(cid, doc, doc, 0, 0, len(text), None, text, None, Meta(title=doc))
+    return ChunkRow(cid, doc, doc, None, 0, len(text), text, meta=Meta(title=doc))
 
 
 def test_near_duplicates_are_dropped_within_a_document_and_kept_across_documents():
