@@ -112,3 +112,21 @@ def test_chinese_passages_wrap_within_width_with_hanging_indent(width):
     body = [line for line in block if line]
     assert len(body) > 5 and all(line.startswith("    ") for line in body[1:]), "wrapped lines keep the indent"
     assert text in "".join(line.strip() for line in body[1:]), "the passage is shown whole"
+
+
+def test_every_control_and_invisible_character_is_escaped():
+    import sys
+    import unicodedata
+
+    from policyqa.render import safe
+
+    hidden = [chr(c) for c in range(sys.maxunicode + 1)
+              if unicodedata.category(chr(c)) in ("Cc", "Cf", "Cs", "Zl", "Zp")]
+    assert {"\u200b", "\ufeff", "\u202e", "\x1b", "\ud800"} <= set(hidden)
+    for ch in hidden:
+        lines_kept = ch in "\n\t"
+        assert safe(ch, lines=True) == ch if lines_kept else safe(ch, lines=True) != ch, repr(ch)
+        shown = safe(ch)
+        assert shown != ch and shown.isascii() and shown.isprintable(), repr(ch)
+    assert safe("a\nb\tc") == "a\\x0ab\\x09c" and safe("a\nb\tc", lines=True) == "a\nb\tc"
+    assert safe("\U000e0041\u200b") == "\\U000e0041\\u200b"

@@ -5,17 +5,21 @@ slash commands, and the input line (prompt-toolkit: persistent history, Ctrl-R s
 suggestions from history, slash-command completion). Questions are answered by
 answer.ask and drawn by render exactly as `ask` draws them; the Searcher stays open, so
 answers after the first are warm, and it picks up index generations committed by other
-processes by itself.
+processes by itself. Searches run in a worker thread, so that Ctrl-C (which only the main
+thread receives) cancels one at once, even while the engine is in C code.
 """
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import sys
+import threading
 import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -24,8 +28,9 @@ from rich.text import Text
 from . import indexer
 from .answer import ask
 from .context import passage_context
-from .errors import user_error
+from .errors import InputError, user_error
 from .followup import Topic
+from .question import checked_text, prepared
 from .records import Answer, Hit
 from .render import BuildProgress, key_values, plain, print_answer, print_context, print_passages
 from .search import Filter, Searcher, checked_filter
@@ -36,6 +41,7 @@ MAX_K = 50
 FILTER_KEYS = ("doc", "after", "before", "issuer")
 LEAVE = ("/quit", "/exit")
 REINDEX_WAIT_S = 5.0  # a chat should not hang behind another process's long build
+MAX_LINE_BYTES = 1 << 20  # of a piped line; the rest of a longer one is dropped
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,46 @@ class UsageError(Exception):
     """A slash command used wrongly; the message says how to use it."""
 
 
+T = TypeVar("T")
+
+
+class SearchThread:
+    """The thread that runs the session's searches, with a Searcher (and SQLite
+    connection) of its own. The main thread waits for each search in short steps, so that
+    Ctrl-C, which only the main thread receives, cancels the wait at once even while the
+    search is in C code (the encoder, FAISS). A cancelled search cannot be stopped midway:
+    it finishes here unseen, and the next one starts after it."""
+
+    def __init__(self, index_dir: Path):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, args=(index_dir,), name="search", daemon=True).start()
+
+    def _serve(self, index_dir: Path) -> None:
+        searcher = None
+        while True:
+            job, done = self._jobs.get()
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                searcher = searcher or Searcher(Store.open(index_dir))
+                done.set_result(job(searcher))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    def run(self, job: Callable[[Searcher], T]) -> T:
+        done: Future = Future()
+        self._jobs.put((job, done))
+        try:
+            while True:
+                try:
+                    return done.result(timeout=0.05)
+                except TimeoutError:
+                    continue
+        except KeyboardInterrupt:
+            done.cancel()
+            raise
+
+
 def data_dir() -> Path:
     """Where chat keeps its history: $POLICYQA_HOME, else the user's data directory."""
     from platformdirs import user_data_dir
@@ -83,7 +129,7 @@ class Chat:
         self.console = console
         self.k = k
         self.where = where
-        self.searcher = Searcher(store)
+        self.search = SearchThread(index_dir)
         self.topic = Topic()
         self.query: str | None = None  # what was searched for the last question
         self.shown: list[Hit] = []  # passages shown for it, in rank order (citation n = shown[n-1])
@@ -100,6 +146,7 @@ class Chat:
         line = line.strip()
         if not line:
             return True
+        checked_text(line, "that line")
         if not line.startswith("/"):
             self.ask(line)
             return True
@@ -109,9 +156,13 @@ class Chat:
             raise UsageError(f"unknown command {name}; /help lists the commands")
         return command(arg.strip()) is not False
 
-    def ask(self, question: str) -> None:
+    def ask(self, typed: str) -> None:
+        question, notice = prepared(typed)
+        if notice:
+            self.console.print(Text(notice, style="yellow"))
         searched = self.topic.query_for(question)
-        answer = ask(self.searcher, question, self.k, searched=searched, where=self.where)
+        k, where = self.k, self.where
+        answer = self.search.run(lambda searcher: ask(searcher, question, k, searched=searched, where=where))
         self.query = searched or question
         self.shown = list(answer.hits)
         self.last_timings = answer.timings_ms
@@ -140,7 +191,8 @@ class Chat:
     def more(self, arg: str) -> None:
         if self.query is None:
             raise UsageError("ask a question first; /more then shows its next passages")
-        hits = self.searcher.search(self.query, self.k, offset=len(self.shown), where=self.where).hits
+        query, k, offset, where = self.query, self.k, len(self.shown), self.where
+        hits = self.search.run(lambda searcher: searcher.search(query, k, offset=offset, where=where)).hits
         if not hits:
             self.console.print(Text("No more passages for this question.", style="yellow"))
             return
@@ -303,6 +355,18 @@ def lines_from_terminal(chat: Chat) -> Iterable[str]:
             return
 
 
+def lines_from_pipe(stream) -> Iterable[str]:
+    """Lines of piped input, each read up to MAX_LINE_BYTES (input without line breaks,
+    such as /dev/zero, must not fill the memory). Bytes that are not UTF-8 are kept as
+    surrogates, so that the line is refused with a message rather than ending the session."""
+    rest_of_long_line = False
+    while line := stream.readline(MAX_LINE_BYTES):
+        ends = line.endswith(b"\n")
+        if not rest_of_long_line:
+            yield line.decode("utf-8", errors="surrogateescape")
+        rest_of_long_line = not ends
+
+
 def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
     """Answer line after line until the user leaves. A failed command or question is
     reported in one line and the session goes on."""
@@ -312,7 +376,7 @@ def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
                 return
         except KeyboardInterrupt:
             chat.console.print(Text("Cancelled.", style="yellow"))
-        except UsageError as exc:
+        except (UsageError, InputError) as exc:  # the user can fix it: said, not an error
             chat.console.print(plain(str(exc), "yellow"))
         except Exception as exc:
             if debug:
@@ -327,5 +391,5 @@ def main(corpus: Path, index_dir: Path, store: Store, k: int, where: Filter | No
     chat = Chat(corpus, index_dir, store, console, k, where)
     chat.banner()
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    lines = lines_from_terminal(chat) if interactive else sys.stdin
+    lines = lines_from_terminal(chat) if interactive else lines_from_pipe(sys.stdin.buffer)
     run(chat, lines, debug)

@@ -12,6 +12,8 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json
+import math
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +23,7 @@ import click
 from .embed import BUNDLED, ENGINES
 from .errors import DamagedIndex, InputError, user_error
 from .load import CorpusError
+from .render import safe
 from .store import NoIndex, Store
 
 PROG = "policyqa"
@@ -42,16 +45,44 @@ def _stdout_console():
     return Console()
 
 
+class Finite(click.FloatRange):
+    """A float in a range that is a number: FloatRange lets `nan` (and `inf`) through."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class Utf8Text(click.ParamType):
+    """A text option that must be valid UTF-8 (the command line can carry any bytes)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        from .question import QuestionError, checked_text
+
+        try:
+            return checked_text(value, "it")
+        except QuestionError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+# A directory option naming a file is refused before anything is written (exit 2).
+DIRECTORY = click.Path(file_okay=False, path_type=Path)
+
+
 def corpus_option(f):
     return click.option(
-        "--corpus", type=click.Path(path_type=Path), envvar="POLICYQA_CORPUS", default="corpus",
+        "--corpus", type=DIRECTORY, envvar="POLICYQA_CORPUS", default="corpus",
         show_default=True, help="Corpus directory (env POLICYQA_CORPUS).",
     )(f)
 
 
 def index_option(f):
     return click.option(
-        "--index", "index_dir", type=click.Path(path_type=Path), envvar="POLICYQA_INDEX", default="index",
+        "--index", "index_dir", type=DIRECTORY, envvar="POLICYQA_INDEX", default="index",
         show_default=True, help="Index directory (env POLICYQA_INDEX).",
     )(f)
 
@@ -59,10 +90,14 @@ def index_option(f):
 def filter_options(f):
     """--doc/--after/--before/--issuer, for every command that searches."""
     for option in reversed([
-        click.option("--doc", "doc_glob", metavar="GLOB", help="Only documents whose path or file name matches GLOB."),
-        click.option("--after", metavar="DATE", help="Only documents dated on or after DATE (YYYY-MM-DD)."),
-        click.option("--before", metavar="DATE", help="Only documents dated on or before DATE (YYYY-MM-DD)."),
-        click.option("--issuer", metavar="TEXT", help="Only documents whose issuing authority contains TEXT."),
+        click.option("--doc", "doc_glob", type=Utf8Text(), metavar="GLOB",
+                     help="Only documents whose path or file name matches GLOB."),
+        click.option("--after", type=Utf8Text(), metavar="DATE",
+                     help="Only documents dated on or after DATE (YYYY-MM-DD)."),
+        click.option("--before", type=Utf8Text(), metavar="DATE",
+                     help="Only documents dated on or before DATE (YYYY-MM-DD)."),
+        click.option("--issuer", type=Utf8Text(), metavar="TEXT",
+                     help="Only documents whose issuing authority contains TEXT."),
     ]):
         f = option(f)
     return f
@@ -78,7 +113,7 @@ def engine_option(f):
 
 def wait_option(f):
     return click.option(
-        "--wait", "wait_s", type=click.FloatRange(min=0), default=60, show_default=True, metavar="SECONDS",
+        "--wait", "wait_s", type=Finite(min=0), default=60, show_default=True, metavar="SECONDS",
         help="How long to wait for another process that is updating the index before giving up.",
     )(f)
 
@@ -131,7 +166,7 @@ def open_or_build(corpus: Path, index_dir: Path, named: bool = False) -> Store:
                           f"`policyqa index build --index {index_dir}`") from None
         if not corpus.is_dir():
             raise CorpusError(f"no index in {index_dir} and no corpus directory {corpus} to build one from") from None
-        click.echo(f"No index in {index_dir}: building it from {corpus} first.", err=True)
+        click.echo(safe(f"No index in {index_dir}: building it from {corpus} first."), err=True)
         report = run_indexer(corpus, index_dir)
         click.echo(f"Indexed: {report.summary()}", err=True)
         return Store.open(index_dir)
@@ -143,6 +178,9 @@ def open_or_build(corpus: Path, index_dir: Path, named: bool = False) -> Store:
 def cli(ctx: click.Context, debug: bool) -> None:
     """Answer questions about policy documents, with cited source passages."""
     ctx.obj = {"debug": debug}
+    # From here on Ctrl-C is KeyboardInterrupt again, which main() and chat handle
+    # (policyqa.__main__ exits quietly on one that comes while the program is loading).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if ctx.invoked_subcommand is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             # A context of its own, so that chat's options are read from the environment.
@@ -166,9 +204,9 @@ def index() -> None:
 def index_build(corpus: Path, index_dir: Path, model: str | None, engine: str | None, wait_s: float) -> None:
     """Rebuild the whole index from the corpus."""
     report = run_indexer(corpus, index_dir, model=model, full=True, engine=engine, wait_s=wait_s)
-    click.echo(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks "
-               f"({report.chunks_embedded} embedded) in {report.seconds:.1f} s"
-               + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
+    click.echo(safe(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks "
+                    f"({report.chunks_embedded} embedded) in {report.seconds:.1f} s"
+                    + (f"; {len(report.skipped)} skipped" if report.skipped else "")))
 
 
 @index.command("update")
@@ -194,15 +232,17 @@ def index_add(paths: tuple[Path, ...], corpus: Path, index_dir: Path, as_json: b
     """Copy files or folders (PATHS) into the corpus, then update the index."""
     from . import corpus as corpus_dir
 
-    written = corpus_dir.add(list(paths), corpus)
-    click.echo(f"Copied {len(written)} file(s) into {corpus}.", err=True)
+    added = corpus_dir.add(list(paths), corpus)
+    for skipped in added.skipped:
+        click.echo(safe(f"warning: not copied {skipped.doc}: {skipped.reason}"), err=True)
+    click.echo(safe(f"Copied {len(added.written)} file(s) into {corpus}."), err=True)
     print_report(run_indexer(corpus, index_dir, engine=engine, wait_s=wait_s), as_json)
 
 
 @index.command("watch")
 @corpus_option
 @index_option
-@click.option("--settle", "settle_s", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+@click.option("--settle", "settle_s", type=Finite(min=0.05), default=1.0, show_default=True,
               metavar="SECONDS", help="Update once files have not changed for this long.")
 @engine_option
 @wait_option
@@ -212,7 +252,6 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
 
     from . import corpus as corpus_dir
     from . import indexer
-    from .render import safe
 
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
@@ -242,7 +281,7 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
         for n in corpus_dir.settled_changes(corpus, settle_s):
             update(f"{n} change(s)" if n else "start")
             if not n:
-                click.echo(f"Watching {corpus} (Ctrl-C stops).", err=True)
+                click.echo(safe(f"Watching {corpus} (Ctrl-C stops)."), err=True)
     except KeyboardInterrupt:
         click.echo("Stopped watching; the index holds the last completed update.", err=True)
 
@@ -309,14 +348,17 @@ def _print_status(status: dict, index_dir: Path) -> None:
 def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str | None, after: str | None,
         before: str | None, issuer: str | None, corpus: Path, index_dir: Path) -> None:
     """Answer QUESTION with the passages that support it."""
-    if not question.strip():
-        raise BadInput("the question is empty")
+    from .question import prepared
+
+    question, notice = prepared(question)
     from .answer import ask as answer_question
     from .search import Searcher, checked_filter
 
     store = open_or_build(corpus, index_dir, named_index())
     where = checked_filter(store, doc_glob, after, before, issuer)
-    result = answer_question(Searcher(store), question.strip(), top_k, where=where)
+    if notice:
+        click.echo(notice, err=True)
+    result = answer_question(Searcher(store), question, top_k, where=where)
     if as_json:
         from .render import answer_json
 
@@ -423,5 +465,5 @@ def _fail(message: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     first = message.strip().splitlines()[0] if message.strip() else "error"
-    click.echo(f"{PROG}: error: {first}", err=True)
+    click.echo(f"{PROG}: error: {safe(first)}", err=True)
     return code

@@ -10,57 +10,88 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .load import SUFFIXES, CorpusError, corpus_files
+from .load import SUFFIXES, CorpusError, Skipped, corpus_files, link_problem
+from .render import safe
 
 
-def plan_add(paths: list[Path], corpus: Path) -> list[tuple[Path, Path]]:
-    """(source, target) for each document to copy. A file keeps its name at the top of the
-    corpus, a folder keeps its name and inner layout. Nothing is planned over a different
-    file: that is an error before anything is copied."""
+@dataclass
+class Plan:
+    copies: list[tuple[Path, Path]] = field(default_factory=list)  # (source, target)
+    skipped: list[Skipped] = field(default_factory=list)  # links out of a folder given, broken links
+
+
+@dataclass
+class Added:
+    written: list[Path]
+    skipped: list[Skipped]
+
+
+def plan_add(paths: list[Path], corpus: Path) -> Plan:
+    """What to copy. A file keeps its name at the top of the corpus, a folder keeps its name
+    and inner layout; a file given by name is copied even when it is a link, but a link in
+    a folder given that leads out of it (or nowhere) is not. Nothing is planned over a
+    different file: that is an error before anything is copied. Paths in messages are
+    shown inert, since the CLI prints only the first line of an error."""
+    if corpus.exists() and not corpus.is_dir():
+        raise CorpusError(f"the corpus {safe(str(corpus))} is not a directory")
     plan: dict[Path, Path] = {}
+    skipped = []
     for path in paths:
+        shown = safe(str(path))
         if not path.exists():
-            raise CorpusError(f"no such file or folder: {path}")
+            raise CorpusError(f"no such file or folder: {shown}")
         if path.is_dir():
             folder = path.resolve()
             if corpus.resolve() == folder or corpus.resolve().is_relative_to(folder):
-                raise CorpusError(f"{path} holds the corpus directory itself")
-            found = [f for f in corpus_files(folder) if f.suffix.lower() in SUFFIXES]
-            if not found:
-                raise CorpusError(f"no {' or '.join(SUFFIXES)} files in {path}")
-            pairs = [(f, corpus / folder.name / f.relative_to(folder)) for f in found]
+                raise CorpusError(f"{shown} holds the corpus directory itself")
+            pairs = []
+            for f in corpus_files(folder):
+                problem = link_problem(f, folder, outside=str(path))
+                if problem:
+                    skipped.append(Skipped(str(path / f.relative_to(folder)), problem))
+                elif f.suffix.lower() in SUFFIXES:
+                    pairs.append((f, corpus / folder.name / f.relative_to(folder)))
+            if not pairs:
+                raise CorpusError(f"no {' or '.join(SUFFIXES)} files in {shown}")
         elif path.suffix.lower() in SUFFIXES:
             pairs = [(path, corpus / path.name)]
         else:
-            raise CorpusError(f"{path} is not a document ({' or '.join(SUFFIXES)} file)")
+            raise CorpusError(f"{shown} is not a document ({' or '.join(SUFFIXES)} file)")
         for source, target in pairs:
             other = plan.get(target)
             if other is not None and not filecmp.cmp(other, source, shallow=False):
-                raise CorpusError(f"{other} and {source} would both become {target}")
+                raise CorpusError(safe(f"{other} and {source} would both become {target}"))
             if target.exists() and not filecmp.cmp(source, target, shallow=False):
-                raise CorpusError(f"{target} already exists with different content; rename or remove one of them")
+                raise CorpusError(
+                    f"{safe(str(target))} already exists with different content; rename or remove one of them")
             plan[target] = source
-    return [(s, t) for t, s in plan.items() if not (t.exists() and filecmp.cmp(s, t, shallow=False))]
+    copies = [(s, t) for t, s in plan.items() if not (t.exists() and filecmp.cmp(s, t, shallow=False))]
+    return Plan(copies, skipped)
 
 
-def add(paths: list[Path], corpus: Path) -> list[Path]:
-    """Copy documents into the corpus (see plan_add); returns the files written. Each file
-    appears under its final name only once complete (hidden temporary name, then rename),
-    so a concurrent update or watcher never reads half a file."""
+def add(paths: list[Path], corpus: Path) -> Added:
+    """Copy documents into the corpus (see plan_add); returns the files written and the
+    links not followed. Each file appears under its final name only once complete (hidden
+    temporary name, then rename), so a concurrent update or watcher never reads half a file."""
+    plan = plan_add(paths, corpus)
     written = []
-    for source, target in plan_add(paths, corpus):
-        target.parent.mkdir(parents=True, exist_ok=True)
+    for source, target in plan.copies:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, tmp)
             os.replace(tmp, target)
+        except (FileExistsError, NotADirectoryError) as exc:  # a file stands where a folder must be
+            in_the_way = safe(str(exc.filename))
+            raise CorpusError(f"cannot copy into the corpus: a file stands in the way of {in_the_way}") from exc
         finally:
             tmp.unlink(missing_ok=True)
         written.append(target)
-    return written
+    return Added(written, plan.skipped)
 
 
 def _may_be_document(corpus: Path) -> Callable[[object, str], bool]:

@@ -145,6 +145,61 @@ def _directory_fingerprint(path: Path) -> str:
     return "dir:sha256:" + digest.hexdigest()
 
 
+def _hub_model_cached(name: str) -> bool:
+    """Whether hub model `name` is in the local Hugging Face cache (then it loads without
+    asking the hub). When it is not, the hub must be reachable: ModelError at once
+    otherwise, where huggingface_hub would retry for over a minute before giving up."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelError(f"cannot load model {name!r}: no such directory, and not a Hugging Face model id") from None
+    try:
+        snapshot_download(name, local_files_only=True)
+        return True
+    except LocalEntryNotFoundError:
+        pass
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+    if why is None and not _reachable(constants.ENDPOINT):
+        why = f"{constants.ENDPOINT} cannot be reached"
+    if why:
+        raise ModelError(
+            f"cannot load model {name!r}: it is not in the Hugging Face cache and {why}; give --model a model "
+            f"directory, fetch it where the hub is reachable, or leave --model out for the bundled {BUNDLED}"
+        )
+    return False
+
+
+def _reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host (or the proxy for it) opens within
+    `timeout_s`. In a thread, because a socket timeout does not bound the name lookup."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlsplit(urllib.request.getproxies().get(parts.scheme) or url)
+    address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    opened: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout_s).close()
+            opened.append(True)
+        except OSError:
+            opened.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return opened == [True]
+
+
 def _quiet_transformers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -158,17 +213,20 @@ class PassageEncoder:
 
     def __init__(self, name: str, notify: Notify = _stderr):
         _quiet_transformers()
+        local = True
         if name == BUNDLED:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             location = str(prepare_bundled_model(notify))
             fingerprint = bundled_fingerprint()
+        elif Path(name).is_dir():
+            location, fingerprint = name, _directory_fingerprint(Path(name))
         else:
-            location = name
-            fingerprint = _directory_fingerprint(Path(name)) if Path(name).is_dir() else f"hub:{name}"
+            location, fingerprint = name, f"hub:{name}"
+            local = _hub_model_cached(name)
         from sentence_transformers import SentenceTransformer
 
         try:
-            self.model = SentenceTransformer(location, device="cpu")
+            self.model = SentenceTransformer(location, device="cpu", local_files_only=local)
         except Exception as exc:  # hub errors, missing files, bad configs: all "cannot load"
             raise ModelError(f"cannot load model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
         dim = self.model.get_embedding_dimension()

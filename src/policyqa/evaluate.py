@@ -26,6 +26,7 @@ from .search import Searcher
 from .terms import has_han
 
 SHORT_ANSWER = 40
+MAX_FILE_BYTES = 64 * 1024 * 1024  # NCPQA's dev set of 400 questions is under 1 MB
 
 
 class QuestionFileError(InputError):
@@ -88,7 +89,11 @@ def _mean(values) -> float:
 
 def read_questions(path: Path) -> list[Question]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # bounded: the path may be /dev/zero or a pipe
+        if len(raw) > MAX_FILE_BYTES:
+            raise QuestionFileError(f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB: not a question file")
+        lines = raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise QuestionFileError(f"cannot read {path}: {exc}") from None
     out = []

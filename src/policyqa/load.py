@@ -3,10 +3,16 @@
 Owns: which files are documents, how a text file's bytes become text (UTF-8 first, then
 the detected legacy encoding), the dispatch of HTML, Word and PDF files to their
 extractors (`formats/`), and the reasons a file is skipped.
+
+Symbolic links: a link to a file inside the corpus is read as that file (under the
+link's name); a link to a folder is not entered (its documents are indexed where they
+are); a link that leads outside the corpus, or nowhere, is skipped with the reason, so
+that `ln -s /etc/passwd corpus/x.txt` never puts another file's text in the index.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +41,28 @@ class Skipped:
 
 def corpus_files(root: Path) -> list[Path]:
     """Files under `root`, recursively, in a stable order: every one is a document or
-    is reported as skipped. Hidden files and folders (editor swap files, .git) are not."""
+    is reported as skipped. Hidden files and folders (editor swap files, .git) are not.
+    Links are listed when they are read or refused (see the module docstring)."""
     found = []
-    for path in root.rglob("*"):
+    for path in root.rglob("*"):  # does not descend into linked folders
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.is_file():
+        if path.is_file() or (path.is_symlink() and link_problem(path, root)):
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def link_problem(path: Path, root: Path, outside: str = "the corpus") -> str | None:
+    """Why `path` (under `root`) is not read: a link leading outside `root` or nowhere.
+    None for a link within `root` and for anything that is not a link."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a broken link, or a loop of links
+        return f"broken link (to {os.readlink(path)})" if path.is_symlink() else None
+    if target.is_relative_to(root.resolve()):
+        return None
+    return f"link to outside {outside} ({target})"
 
 
 def relative_name(path: Path, root: Path) -> str:
@@ -78,6 +97,9 @@ def _decode_detected(raw: bytes) -> tuple[str, str]:
 
 def read_document(path: Path, root: Path) -> Document:
     """Read one file; raises Unreadable with a user-facing reason."""
+    link = link_problem(path, root)
+    if link:
+        raise Unreadable(link)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise Unreadable(f"unsupported file type {suffix or '(no suffix)'}")

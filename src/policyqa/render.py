@@ -20,18 +20,35 @@ if TYPE_CHECKING:
     from .context import Context
     from .evaluate import Report
 
-# C0/C1 controls (but newline and tab), DEL, and bidirectional overrides that can
-# reorder what the reader sees.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What must not reach a terminal as itself: C0/C1 controls, DEL, lone surrogates (bytes
+# that were not UTF-8, e.g. in a file name), and Unicode's invisible format characters --
+# zero-width spaces and joiners, the BOM, bidirectional marks, embeddings, overrides and
+# isolates (which reorder what the reader sees), line and paragraph separators, tags.
+# The format characters are Unicode 14's Cf, Zl and Zp (tests/test_render.py checks).
+_INVISIBLE = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_UNSAFE_LINE = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff{_INVISIBLE}]")
+_UNSAFE_TEXT = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\ud800-\\udfff{_INVISIBLE}]")
 
 
-def safe(text: str) -> str:
-    """Untrusted text with every control character shown as a visible escape."""
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+def _escape(m: re.Match) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def plain(text: str, style: str = "") -> Text:
-    return Text(safe(text), style=style)
+def safe(text: str, lines: bool = False) -> str:
+    """Untrusted text with every control and invisible character shown as a visible escape
+    (`\\x1b`, `\\u200b`). A name, path or message stays on one line (newlines and tabs are
+    escaped too, so a file name cannot forge a line of output); `lines=True` keeps the
+    newlines and tabs of document text."""
+    return (_UNSAFE_TEXT if lines else _UNSAFE_LINE).sub(_escape, text)
+
+
+def plain(text: str, style: str = "", lines: bool = False) -> Text:
+    return Text(safe(text, lines), style=style)
 
 
 def meta_fields(meta: Meta | None) -> list[str]:
@@ -60,9 +77,15 @@ def cited(n: int, hit: Hit, *body: RenderableType) -> Table:
 
 def passage_text(hit: Hit, highlights: list[tuple[int, int]]) -> Text:
     """The passage with the answering sentence(s) highlighted."""
-    body = plain(hit.text)
-    for start, end in highlights:
-        body.stylize("bold yellow", max(0, start - hit.start), max(0, end - hit.start))
+    n = len(hit.text)
+    spans = [(max(0, start - hit.start), min(n, end - hit.start)) for start, end in highlights]
+    cuts = sorted({0, n, *(x for span in spans for x in span if 0 <= x <= n)})
+    # Styled piece by piece: an escape is longer than the character it shows, so styling
+    # the escaped text by the passage's offsets would mark the wrong characters.
+    body = Text()
+    for a, b in zip(cuts, cuts[1:]):
+        lit = any(start <= a and b <= end for start, end in spans)
+        body.append(safe(hit.text[a:b], lines=True), "bold yellow" if lit else "")
     return body
 
 
@@ -86,7 +109,7 @@ def print_answer(console: Console, answer: Answer, explain: bool = False) -> Non
         return
     text = Text()
     for s in answer.sentences:
-        text.append(safe(s.text))
+        text.append(safe(s.text, lines=True))
         text.append(f" [{s.citation}]", style="bold cyan")
         text.append(" ")
     console.print(text)
@@ -100,13 +123,13 @@ def print_context(console: Console, n: int, hit: Hit, context: Context) -> None:
     marked = Table.grid(padding=(0, 1))
     marked.add_column(no_wrap=True, style="bold yellow")
     marked.add_column(overflow="fold")
-    marked.add_row("┃", plain(context.passage, "bold"))
+    marked.add_row("┃", plain(context.passage, "bold", lines=True))
     parts: list[RenderableType] = [plain(context.note, "dim" if context.from_file else "yellow"), Text()]
     if context.before.strip():
-        parts.append(plain(("…" if context.cut_before else "") + context.before.strip("\n"), "dim"))
+        parts.append(plain(("…" if context.cut_before else "") + context.before.strip("\n"), "dim", lines=True))
     parts.append(marked)
     if context.after.strip():
-        parts.append(plain(context.after.strip("\n") + ("…" if context.cut_after else ""), "dim"))
+        parts.append(plain(context.after.strip("\n") + ("…" if context.cut_after else ""), "dim", lines=True))
     console.print(cited(n, hit, *parts))
     console.print()
 

@@ -22,10 +22,18 @@ class NotExtractable(Exception):
 
 @dataclass
 class Extracted:
-    text: str = ""
     headings: list[tuple[Span, int]] = field(default_factory=list)
     pages: list[Span] = field(default_factory=list)
     hints: dict[str, str] = field(default_factory=dict)  # title/date/issuer the format itself states
+    length: int = 0  # of the text so far
+    # Pieces joined once at the end: growing one string block by block copies it each time.
+    _parts: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
     def add(self, line: str, heading: int | None = None) -> None:
         """Append one block on a line of its own (its inner line breaks kept, blank lines
@@ -33,12 +41,14 @@ class Extracted:
         line = "\n".join(part.strip() for part in line.splitlines() if part.strip())
         if not line:
             return
-        if self.text:
-            self.text += "\n"
-        start = len(self.text)
-        self.text += line
+        if self.length:
+            self._parts.append("\n")
+            self.length += 1
+        start = self.length
+        self._parts.append(line)
+        self.length += len(line)
         if heading:
-            self.headings.append((Span(start, len(self.text)), heading))
+            self.headings.append((Span(start, self.length), heading))
 
 
 def extract(suffix: str, raw: bytes) -> Extracted:

@@ -31,10 +31,10 @@ def extract(raw: bytes) -> Extracted:
         raise NotExtractable("no text layer (a scanned PDF? there is no OCR)")
     out = Extracted()
     for text in pages:
-        start = len(out.text) + (1 if out.text else 0)
+        start = out.length + (1 if out.length else 0)
         for line in text.splitlines():
             out.add(line)
-        out.pages.append(Span(min(start, len(out.text)), len(out.text)))
+        out.pages.append(Span(min(start, out.length), out.length))
     info = reader.metadata or {}
     title = str(info.get("/Title") or "").strip()
     out.hints = {"title": title} if title else {}
