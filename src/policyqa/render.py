@@ -173,8 +173,8 @@ def print_eval_report(console: Console, report: Report) -> None:
     retrieval = Table(title=f"retrieval over {answerable} answerable questions (top {report.k})")
     for col in ("questions", "n", "doc hit@1", "doc hit@5", "span hit@5", mrr, "mean ms", "p95 ms"):
         retrieval.add_column(col, justify="left" if col == "questions" else "right")
-    answers = Table(title="answers (gold answer text, NFKC without white space)")
-    for col in ("questions", "n", "found", "passages hold it", "answer_hit", "answer_overlap", "answer chars"):
+    answers = Table(title="answers: answer_hit, answer_overlap, mean answer length (gold text, NFKC)")
+    for col in ("questions", "n", "found", "passages hold it", "answer hit", "overlap", "chars"):
         answers.add_column(col, justify="left" if col == "questions" else "right")
 
     def share(value: float | None, digits: int = 3) -> str:
