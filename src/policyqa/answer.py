@@ -272,6 +272,7 @@ class _Candidate:
     stretch: Stretch
     sentences: list[Sentence]  # the stretch's
     index: int  # of this sentence among them
+    passage_end: int  # stretch offset where the cited passage ends
 
     @property
     def text(self) -> str:
@@ -295,7 +296,7 @@ def _candidates(hits: list[Hit], around: Callable[[Hit], Stretch] | None) -> lis
                 continue
             seen.add(key)
             if len(normalized(st.text[s.start:s.end])) >= MIN_SENTENCE_CHARS:
-                out.append(_Candidate(n, hit.doc, st, sentences, i))
+                out.append(_Candidate(n, hit.doc, st, sentences, i, hi))
     return out
 
 
@@ -367,14 +368,16 @@ def _extent(c: _Candidate, shared: set[str], own: set[str]) -> list[int]:
 
 def _goes_on(c: _Candidate, last: int) -> list[int]:
     """The sentences after `last` that continue its paragraph (no line break, heading or
-    numbered item between), up to PARAGRAPH_CHARS in all."""
+    numbered item between) and begin in the cited passage, up to PARAGRAPH_CHARS in all:
+    only a cut sentence or a list runs on into the next passage."""
     out = []
     size = sum(c.sentences[i].end - c.sentences[i].start for i in range(c.index, last + 1))
     for j in range(last + 1, len(c.sentences)):
         s = c.sentences[j]
         between = c.stretch.text[c.sentences[j - 1].end:s.start]
         t = c.stretch.text[s.start:s.end]
-        if s.heading or between.strip(" ") or _enumerated(t) or size + len(t) > PARAGRAPH_CHARS:
+        if s.heading or between.strip(" ") or _enumerated(t) or size + len(t) > PARAGRAPH_CHARS \
+                or s.start >= c.passage_end:
             break
         out.append(j)
         size += len(t)
@@ -400,7 +403,8 @@ def _leads(c: _Candidate, shared: set[str], own: set[str]) -> bool:
     short topic sentence ("强化制度保障，制定……政策体系。"); then the sentence after it in
     its paragraph is what it announces."""
     s = c.sentences[c.index]
-    if c.index + 1 >= len(c.sentences) or c.sentences[c.index + 1].heading:
+    if c.index + 1 >= len(c.sentences) or c.sentences[c.index + 1].heading \
+            or c.sentences[c.index + 1].start >= c.passage_end:
         return False
     if "\n\n" in c.stretch.text[s.end:c.sentences[c.index + 1].start]:
         return False

@@ -143,7 +143,7 @@ def answer_json(answer: Answer) -> dict:
     return {
         "question": answer.question,
         "found": answer.found,
-        "answer": [{"text": s.text, "citation": s.citation} for s in answer.sentences],
+        "answer": [{"text": s.text, "citation": s.citation, "start": s.start, "end": s.end} for s in answer.sentences],
         "passages": [
             {
                 "rank": n,
