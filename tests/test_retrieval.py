@@ -148,7 +148,8 @@ def test_eval_json_contract(tmp_path, seed_index):
     proc = run_cli("eval", str(questions), "--index", str(seed_index), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    keys = {"n", "doc_hit@1", "doc_hit@5", "span_hit@5", "mrr@10", "latency_ms"}
+    keys = {"n", "doc_hit@1", "doc_hit@5", "span_hit@5", "mrr@10", "latency_ms",
+            "found", "passage_answer@5", "answer_hit", "answer_overlap", "answer_chars"}
     assert set(out) == keys | {"by_lang"} and set(out["by_lang"]) == {"zh", "en"}
     assert out["n"] == 4 and out["by_lang"]["zh"]["n"] == 2 and out["by_lang"]["en"]["n"] == 2
     assert out["doc_hit@5"] == 0.75 and out["by_lang"]["en"]["doc_hit@5"] == 0.5  # the last is not in the corpus
@@ -164,7 +165,8 @@ def test_eval_json_contract(tmp_path, seed_index):
 
 def test_eval_rejects_a_malformed_question_file(tmp_path, seed_index):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "x", "doc": "a.txt"}\n{"question": "no doc"}\n', encoding="utf-8")
+    bad.write_text('{"question": "x", "doc": "a.txt"}\n{"question": "an answer without its doc", "answer": "y"}\n',
+                   encoding="utf-8")
     proc = run_cli("eval", str(bad), "--index", str(seed_index))
     assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0

@@ -166,7 +166,7 @@ class Chat:
         self.query = searched or question
         self.shown = list(answer.hits)
         self.last_timings = answer.timings_ms
-        print_answer(self.console, answer)
+        print_answer(self.console, answer, recap=True)  # the passages scroll the answer away
 
     # ---- commands ---------------------------------------------------------------------
     def help(self, arg: str) -> None:

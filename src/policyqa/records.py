@@ -93,7 +93,9 @@ class Hit(ChunkRow):
 class AnswerSentence:
     text: str
     citation: int  # 1-based position of the supporting passage in Answer.hits
-    start: int  # document offsets of the sentence, inside its passage
+    # Document offsets of the sentence: within its passage, or running past the passage's
+    # edge into the document's next passage when the sentence (or its list) goes on there.
+    start: int
     end: int
 
 

@@ -98,7 +98,29 @@ def print_passages(console: Console, answer: Answer, first: int = 1, explain: bo
         console.print()
 
 
-def print_answer(console: Console, answer: Answer, explain: bool = False) -> None:
+def answer_text(answer: Answer, one_line: bool = False) -> Text:
+    """The answer sentences, each followed by its citation; `one_line` joins a sentence's
+    lines (a list's items) with spaces."""
+    text = Text()
+    for s in answer.sentences:
+        text.append(safe(" ".join(s.text.split())) if one_line else safe(s.text, lines=True))
+        text.append(f" [{s.citation}]", style="bold cyan")
+        text.append(" ")
+    return text
+
+
+def print_recap(console: Console, answer: Answer) -> None:
+    """The answer again in one line, under the passages: where the eye is when they have
+    scrolled it away."""
+    if not answer.found:
+        return
+    line = Text("answer: ", style="bold") + answer_text(answer, one_line=True)
+    line.truncate(max(20, console.width - 1), overflow="ellipsis")
+    console.print(line, no_wrap=True, overflow="ellipsis")
+
+
+def print_answer(console: Console, answer: Answer, explain: bool = False, recap: bool = False) -> None:
+    """The answer, then its passages; `recap`: the answer once more, in a line under them."""
     if answer.searched and answer.searched != answer.question:
         console.print(Text.assemble(("searched: ", "dim"), (safe(answer.searched), "dim italic")))
     if not answer.found:
@@ -107,14 +129,11 @@ def print_answer(console: Console, answer: Answer, explain: bool = False) -> Non
         console.print(Text(f"Nothing in the corpus answers this well enough{best}.", style="yellow"))
         console.print(Text("Try naming the policy, programme or body you mean.", style="dim"))
         return
-    text = Text()
-    for s in answer.sentences:
-        text.append(safe(s.text, lines=True))
-        text.append(f" [{s.citation}]", style="bold cyan")
-        text.append(" ")
-    console.print(text)
+    console.print(answer_text(answer))
     console.print()
     print_passages(console, answer, explain=explain)
+    if recap:
+        print_recap(console, answer)
 
 
 def print_context(console: Console, n: int, hit: Hit, context: Context) -> None:
@@ -148,7 +167,7 @@ def answer_json(answer: Answer) -> dict:
     return {
         "question": answer.question,
         "found": answer.found,
-        "answer": [{"text": s.text, "citation": s.citation} for s in answer.sentences],
+        "answer": [{"text": s.text, "citation": s.citation, "start": s.start, "end": s.end} for s in answer.sentences],
         "passages": [
             {
                 "rank": n,
@@ -171,17 +190,41 @@ def answer_json(answer: Answer) -> dict:
 
 
 def print_eval_report(console: Console, report: Report) -> None:
-    """`policyqa eval`'s tables: the metrics overall and per language, then the worst misses."""
-    table = Table(title=f"retrieval over {len(report.outcomes)} questions (top {report.k})")
+    """`policyqa eval`'s tables: retrieval, then answers, overall and per language; the
+    unanswerable questions wrongly answered; then the worst misses."""
+    answerable = sum(o.question.doc is not None for o in report.outcomes)
     mrr = f"mrr@{report.k}"
+    retrieval = Table(title=f"retrieval over {answerable} answerable questions (top {report.k})")
     for col in ("questions", "n", "doc hit@1", "doc hit@5", "span hit@5", mrr, "mean ms", "p95 ms"):
-        table.add_column(col, justify="left" if col == "questions" else "right")
-    rows = [("all", report.metrics())] + [(lang, report.metrics(lang)) for lang in report.as_json()["by_lang"]]
+        retrieval.add_column(col, justify="left" if col == "questions" else "right")
+    answers = Table(title="answers: answer_hit, answer_overlap, mean answer length (gold text, NFKC)")
+    for col in ("questions", "n", "found", "passages hold it", "answer hit", "overlap", "chars"):
+        answers.add_column(col, justify="left" if col == "questions" else "right")
+
+    def share(value: float | None, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    rows = [("all", report.metrics())] + [(lang, report.metrics(lang)) for lang in report.languages()]
     for name, m in rows:
-        span = "-" if m["span_hit@5"] is None else f"{m['span_hit@5']:.3f}"
-        table.add_row(name, str(m["n"]), f"{m['doc_hit@1']:.3f}", f"{m['doc_hit@5']:.3f}", span,
-                      f"{m[mrr]:.3f}", f"{m['latency_ms']['mean']:.0f}", f"{m['latency_ms']['p95']:.0f}")
-    console.print(table)
+        if not m["n"]:
+            continue
+        retrieval.add_row(name, str(m["n"]), f"{m['doc_hit@1']:.3f}", f"{m['doc_hit@5']:.3f}",
+                          share(m["span_hit@5"]), f"{m[mrr]:.3f}", f"{m['latency_ms']['mean']:.0f}",
+                          f"{m['latency_ms']['p95']:.0f}")
+        answers.add_row(name, str(m["n"]), share(m["found"]), share(m["passage_answer@5"]), share(m["answer_hit"]),
+                        share(m["answer_overlap"]), share(m["answer_chars"], 0))
+    if answerable:
+        console.print(retrieval)
+        console.print(answers)
+    if report.unanswerable()["n"]:
+        wrong = Table(title="questions the corpus does not answer")
+        for col in ("questions", "n", "wrongly answered"):
+            wrong.add_column(col, justify="left" if col == "questions" else "right")
+        for name, m in [("all", report.unanswerable())] + [(lang, report.unanswerable(lang))
+                                                            for lang in report.languages()]:
+            if m["n"]:
+                wrong.add_row(name, str(m["n"]), share(m["wrongly_answered"]))
+        console.print(wrong)
     misses = report.misses()
     if not misses:
         return
