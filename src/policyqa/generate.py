@@ -58,7 +58,6 @@ class Checked:
     citations: tuple[int, ...]
     verified: bool
     why: str | None  # the failed checks, None when verified
-    cosine: float | None = None  # best cosine with a cited passage (None: not computed)
 
 
 @dataclass
@@ -306,13 +305,12 @@ class Checker:
                 problems.append(f"{shown} not in {''.join(f'[{n}]' for n in given)}")
         if mainly_chinese(self.question) != mainly_chinese(body):
             problems.append(f"not written in {language_of(self.question).split(' ')[0]}")
-        cosine = None
         if given and self.encoder is not None:
             cosine, bar = self.similarity(body, given), SUPPORT_BAR[mainly_chinese(body)]
             if cosine < bar:
                 problems.append(f"meaning not close to {''.join(f'[{n}]' for n in given)} "
                                 f"(similarity {cosine:.2f} < {bar:.2f})")
-        return Checked(text, citations, not problems, "; ".join(problems) or None, cosine)
+        return Checked(text, citations, not problems, "; ".join(problems) or None)
 
 
 # ---- writing --------------------------------------------------------------------------
