@@ -95,6 +95,7 @@ def test_sentences_complete_with_their_trailing_markers():
         done += splitter.feed(ch)
     assert [s.strip() for s in done] == ["A fund of 1.5 billion yuan exists. [1][2]", "It is new [3]。"]
     assert splitter.flush() == ["下一句"]
+    assert [s.strip() for s in splitter.feed("[1] 第一行\n[2] 第二行。\n[3] x")] == ["[1] 第一行", "[2] 第二行。"]
     assert generate.citations_of("x [1, 3]【2】 [1]") == (1, 3, 2)
 
 
@@ -161,7 +162,7 @@ def test_written_answer_from_the_settings_file(seed_index, env, scripted):
     assert out["answer"] and out["passages"], "the extractive answer and passages stay"
     sent = scripted.requests[-1]
     prompt = sent["messages"][-1]["content"]
-    assert sent["stream"] is True and "Question: " + QUESTION in prompt and "English" in prompt
+    assert sent["stream"] is True and "Question: " + QUESTION in prompt and "Answer in English" in prompt
     assert "[1] " in prompt and "天使投资引导资金" in prompt
 
 

@@ -90,7 +90,7 @@ class Turn:
 
 # ---- prompt ---------------------------------------------------------------------------
 def language_of(question: str) -> str:
-    return "Chinese (简体中文)" if mainly_chinese(question) else "English"
+    return "Chinese" if mainly_chinese(question) else "English"
 
 
 def passage_block(n: int, hit: Hit) -> str:
@@ -98,21 +98,25 @@ def passage_block(n: int, hit: Hit) -> str:
     return f"[{n}] {head}\n{hit.text.strip()}"
 
 
-def messages(question: str, hits: list[Hit], history: Iterable[Turn] = ()) -> list[dict[str, str]]:
-    language = language_of(question)
-    system = (
+def system_prompt(language: str) -> str:
+    return (
         "You answer questions about Chinese policy documents using only the numbered passages the user gives. "
         f"Write the answer in {language}, in 1 to 4 short sentences. End every sentence with the marker of the "
         "passage it rests on, like [1] or [2][3]. Give amounts, percentages, dates and names exactly as the "
         "passages state them; in English, you may keep a Chinese name in brackets after its translation. "
-        "If the passages do not answer the question, say so in one sentence. "
-        "Form of each sentence: <one claim from a passage> [n]."
+        "If the passages do not answer the question, say so in one sentence."
     )
-    out = [{"role": "system", "content": system}]
+
+
+def messages(question: str, hits: list[Hit], history: Iterable[Turn] = ()) -> list[dict[str, str]]:
+    language = language_of(question)
+    out = [{"role": "system", "content": system_prompt(language)}]
     for turn in list(history)[-HISTORY_TURNS:]:
         out += [{"role": "user", "content": turn.question}, {"role": "assistant", "content": turn.answer}]
     passages = "\n\n".join(passage_block(n, h) for n, h in enumerate(hits, start=1))
-    out.append({"role": "user", "content": f"Passages:\n\n{passages}\n\nQuestion: {question}\nAnswer in {language}:"})
+    # Restated last: small models forget the markers when the rule is only in the system turn.
+    rule = f"Answer in {language}; end every sentence with the marker [n] of its passage."
+    out.append({"role": "user", "content": f"Passages:\n\n{passages}\n\nQuestion: {question}\n{rule}"})
     return out
 
 
@@ -141,7 +145,10 @@ class SentenceSplitter:
     def _complete_end(self) -> int | None:
         for end in _END.finditer(self.buffer):
             cut = end.end()
-            while (marker := _MARKER.match(self.buffer, cut)) is not None:
+            # A marker opening the next line belongs to that line ("[2] text" lists).
+            while "\n" not in end.group() and (marker := _MARKER.match(self.buffer, cut)) is not None:
+                if "\n" in marker.group():
+                    break
                 cut = marker.end()
             tail = self.buffer[cut:]
             if not tail.strip() or _MARKER_PREFIX.match(tail):
@@ -304,7 +311,7 @@ class Checker:
                 shown = ", ".join(f"{v[1]:,.10g}{'%' if v[0] == '%' else ''}" for v in missing)
                 problems.append(f"{shown} not in {''.join(f'[{n}]' for n in given)}")
         if mainly_chinese(self.question) != mainly_chinese(body):
-            problems.append(f"not written in {language_of(self.question).split(' ')[0]}")
+            problems.append(f"not written in {language_of(self.question)}")
         if given and self.encoder is not None:
             cosine, bar = self.similarity(body, given), SUPPORT_BAR[mainly_chinese(body)]
             if cosine < bar:
