@@ -14,7 +14,7 @@ QUESTION = "what financing support exists for seed-stage firms"
 
 def test_ask_json_contract(seed_index):
     out = ask_json(seed_index, "科技企业债权融资风险补偿资金池规模多大", "--top-k", "3")
-    assert set(out) == {"question", "found", "answer", "passages", "timings_ms"}
+    assert set(out) == {"question", "found", "answer", "passages", "timings_ms", "generated"}
     assert out["found"] is True
     assert len(out["passages"]) == 3
     seed_text = (CORPUS / "chengdu-sti-reform.txt").open(encoding="utf-8").read()

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from . import indexer
 from .answer import ask
+from .config import LLMSettings
 from .context import passage_context
 from .errors import InputError, user_error
 from .followup import Topic
@@ -121,7 +122,8 @@ class Chat:
     when the user leaves."""
 
     def __init__(
-        self, corpus: Path, index_dir: Path, store: Store, console: Console, k: int = 5, where: Filter | None = None
+        self, corpus: Path, index_dir: Path, store: Store, console: Console, k: int = 5, where: Filter | None = None,
+        llm: LLMSettings | None = None,
     ):
         self.corpus = corpus
         self.index_dir = index_dir
@@ -135,6 +137,8 @@ class Chat:
         self.shown: list[Hit] = []  # passages shown for it, in rank order (citation n = shown[n-1])
         self.last_timings: dict[str, float] = {}
         self.history_path: Path | None = None
+        self.llm = llm
+        self.turns: list = []  # generate.Turn: the written answers of this topic, sent with follow-ups
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "/help": self.help, "/open": self.open, "/more": self.more, "/k": self.set_k, "/filter": self.filter,
             "/docs": self.docs, "/status": self.status, "/reindex": self.reindex, "/new": self.new,
@@ -166,7 +170,25 @@ class Chat:
         self.query = searched or question
         self.shown = list(answer.hits)
         self.last_timings = answer.timings_ms
-        print_answer(self.console, answer, recap=True)  # the passages scroll the answer away
+        print_answer(self.console, answer, heading=self.write(answer), recap=True)  # passages scroll it away
+
+    def write(self, answer: Answer) -> str | None:
+        """The written answer, streamed, when a model server is configured; the heading
+        for the extractive answer below it."""
+        if not self.llm or not answer.found:
+            return None
+        from .generate import Turn, respond
+        from .render import EXTRACTIVE_HEADING, WrittenView, failure_line
+
+        with WrittenView(self.console, self.llm.model) as view:
+            encoder = self.search.run(lambda searcher: searcher.encoder)
+            generated, failure = respond(self.llm, answer, encoder, self.turns, view.text, view.sentence)
+        if failure:
+            self.console.print(failure_line(failure), soft_wrap=True)
+        else:
+            view.finish(generated)
+            self.turns.append(Turn(answer.question, generated.text))
+        return EXTRACTIVE_HEADING
 
     # ---- commands ---------------------------------------------------------------------
     def help(self, arg: str) -> None:
@@ -245,6 +267,7 @@ class Chat:
             ("passages", f"{self.k} per answer"),
             ("filter", describe_filter(self.where)),
             ("topic", self.topic.question or "none"),
+            ("model server", f"{self.llm.url} ({self.llm.model or 'first listed'})" if self.llm else "none"),
         ]
         if self.last_timings:
             rows.append(("last answer", " ".join(f"{k}={v}" for k, v in self.last_timings.items())))
@@ -259,6 +282,7 @@ class Chat:
 
     def new(self, arg: str) -> None:
         self.topic.clear()
+        self.turns = []
         self.query = None
         self.shown = []
         self.console.print(Text("New topic.", style="dim"))
@@ -386,9 +410,10 @@ def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
             chat.console.print(plain(f"error: {message.strip().splitlines()[0] if message.strip() else 'error'}", "red"))
 
 
-def main(corpus: Path, index_dir: Path, store: Store, k: int, where: Filter | None, debug: bool) -> None:
+def main(corpus: Path, index_dir: Path, store: Store, k: int, where: Filter | None, debug: bool,
+         llm: LLMSettings | None = None) -> None:
     console = Console(highlight=False)
-    chat = Chat(corpus, index_dir, store, console, k, where)
+    chat = Chat(corpus, index_dir, store, console, k, where, llm)
     chat.banner()
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     lines = lines_from_terminal(chat) if interactive else lines_from_pipe(sys.stdin.buffer)

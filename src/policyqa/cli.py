@@ -118,6 +118,22 @@ def wait_option(f):
     )(f)
 
 
+def server_options(f):
+    """--llm/--llm-model: the model server that writes answers, if any."""
+    f = click.option("--llm-model", metavar="NAME", help="Model on that server (env POLICYQA_LLM_MODEL; "
+                     "default: the first it lists).")(f)
+    return click.option("--llm", "llm_url", metavar="URL", help="OpenAI-compatible server that writes an answer "
+                        "from the passages, e.g. http://localhost:11434/v1 (env POLICYQA_LLM_URL; see "
+                        "`policyqa config`).")(f)
+
+
+def llm_options(f):
+    """The server options and --llm-required, for the commands that answer."""
+    f = click.option("--llm-required", is_flag=True, help="Exit 1 when the model server fails, instead of "
+                     "noting it and answering from the passages alone.")(f)
+    return server_options(f)
+
+
 def write_json(obj) -> None:
     sys.stdout.buffer.write((json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     sys.stdout.flush()
@@ -343,30 +359,50 @@ def _print_status(status: dict, index_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--explain", is_flag=True, help="Show each passage's component scores.")
 @filter_options
+@llm_options
 @corpus_option
 @index_option
 def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str | None, after: str | None,
-        before: str | None, issuer: str | None, corpus: Path, index_dir: Path) -> None:
-    """Answer QUESTION with the passages that support it."""
+        before: str | None, issuer: str | None, llm_url: str | None, llm_model: str | None, llm_required: bool,
+        corpus: Path, index_dir: Path) -> None:
+    """Answer QUESTION with the passages that support it (and, with a model server
+    configured, a written answer checked against them)."""
     from .question import prepared
 
     question, notice = prepared(question)
     from .answer import ask as answer_question
+    from .config import llm_settings
     from .search import Searcher, checked_filter
 
+    settings = llm_settings(llm_url, llm_model, llm_required)
     store = open_or_build(corpus, index_dir, named_index())
     where = checked_filter(store, doc_glob, after, before, issuer)
     if notice:
         click.echo(notice, err=True)
-    result = answer_question(Searcher(store), question, top_k, where=where)
+    searcher = Searcher(store)
+    result = answer_question(searcher, question, top_k, where=where)
+    generated = heading = None
+    if settings and result.found:
+        from .generate import respond
+        from .render import EXTRACTIVE_HEADING, WrittenView, failure_line
+
+        console = _stdout_console()
+        with WrittenView(console, settings.model) as view:
+            generated, failure = respond(settings, result, searcher.encoder, on_text=None if as_json else view.text,
+                                         on_sentence=None if as_json else view.sentence)
+        if failure:
+            _stderr_console().print(failure_line(failure), soft_wrap=True)
+        elif not as_json:
+            view.finish(generated)
+        heading = EXTRACTIVE_HEADING
     if as_json:
         from .render import answer_json
 
-        write_json(answer_json(result))
+        write_json(answer_json(result, generated))
     else:
         from .render import print_answer
 
-        print_answer(_stdout_console(), result, explain=explain)
+        print_answer(_stdout_console(), result, explain=explain, heading=heading)
     exit_now()
 
 
@@ -382,20 +418,24 @@ def exit_now() -> None:
 @cli.command()
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 50), help="Passages per answer.")
 @filter_options
+@llm_options
 @corpus_option
 @index_option
 @click.pass_context
 def chat(ctx: click.Context, top_k: int, doc_glob: str | None, after: str | None, before: str | None,
-         issuer: str | None, corpus: Path, index_dir: Path) -> None:
+         issuer: str | None, llm_url: str | None, llm_model: str | None, llm_required: bool,
+         corpus: Path, index_dir: Path) -> None:
     """Ask questions one after another in an interactive session (also: bare `policyqa`).
 
     Slash commands: /help /open N /more /k N /filter /docs /status /reindex /new /quit."""
     from . import chat as session
+    from .config import llm_settings
     from .search import checked_filter
 
+    settings = llm_settings(llm_url, llm_model, llm_required)
     store = open_or_build(corpus, index_dir, named_index())
     where = checked_filter(store, doc_glob, after, before, issuer)
-    session.main(corpus, index_dir, store, top_k, where, debug=bool(ctx.obj and ctx.obj.get("debug")))
+    session.main(corpus, index_dir, store, top_k, where, debug=bool(ctx.obj and ctx.obj.get("debug")), llm=settings)
 
 
 @cli.command("eval")
@@ -421,6 +461,36 @@ def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir
         write_json(report.as_json())
     else:
         print_eval_report(_stdout_console(), report)
+
+
+@cli.command("config")
+@click.option("--check", is_flag=True, help="Also ask the model server which models it has.")
+@server_options
+def config_command(check: bool, llm_url: str | None, llm_model: str | None) -> None:
+    """Where the settings file is, and the model server settings in force."""
+    from .config import ENV, EXAMPLE, config_path, llm_settings, sources
+    from .render import key_values, plain
+
+    path = config_path()
+    found = sources(llm_url, llm_model)
+    rows = [("settings file", f"{path}" + ("" if path.exists() else " (none yet)"))]
+    for key in ENV:
+        value, origin = found.get(key, (None, ""))
+        shown = "(set)" if key == "api_key" and value else str(value) if value is not None else "-"
+        rows.append((f"llm {key}", shown + (f"  from {origin}" if origin else "")))
+    console = _stdout_console()
+    console.print(key_values(rows))
+    settings = llm_settings(llm_url, llm_model)
+    if settings is None:
+        console.print(plain("No model server is configured: answers are quoted from the passages. To add one, "
+                            f"write {path} like this:"))
+        console.print(plain(EXAMPLE))
+    elif check:
+        from .llm import Client
+
+        with Client(settings) as client:
+            names = client.models()
+        console.print(plain(f"{settings.url} has {len(names)} model(s): {', '.join(names) or '-'}"))
 
 
 @cli.group()

@@ -19,6 +19,7 @@ from .records import Answer, Hit, Meta
 if TYPE_CHECKING:
     from .context import Context
     from .evaluate import Report
+    from .generate import Checked, Generated
 
 # What must not reach a terminal as itself: C0/C1 controls, DEL, lone surrogates (bytes
 # that were not UTF-8, e.g. in a file name), and Unicode's invisible format characters --
@@ -119,8 +120,12 @@ def print_recap(console: Console, answer: Answer) -> None:
     console.print(line, no_wrap=True, overflow="ellipsis")
 
 
-def print_answer(console: Console, answer: Answer, explain: bool = False, recap: bool = False) -> None:
-    """The answer, then its passages; `recap`: the answer once more, in a line under them."""
+def print_answer(console: Console, answer: Answer, explain: bool = False, heading: str | None = None,
+                 recap: bool = False) -> None:
+    """The answer, then its passages. `heading`: a line above the extractive answer (when
+    a written one came first); `recap`: the answer once more, in a line under them."""
+    if heading and answer.found:
+        console.print(Text(heading, style="dim"))
     if answer.searched and answer.searched != answer.question:
         console.print(Text.assemble(("searched: ", "dim"), (safe(answer.searched), "dim italic")))
     if not answer.found:
@@ -163,7 +168,7 @@ def key_values(rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def answer_json(answer: Answer) -> dict:
+def answer_json(answer: Answer, generated: Generated | None = None) -> dict:
     return {
         "question": answer.question,
         "found": answer.found,
@@ -186,6 +191,7 @@ def answer_json(answer: Answer) -> dict:
             for n, h in enumerate(answer.hits, start=1)
         ],
         "timings_ms": answer.timings_ms,
+        "generated": generated.as_json() if generated else None,
     }
 
 
@@ -235,6 +241,91 @@ def print_eval_report(console: Console, report: Report) -> None:
         worst.add_row(plain(o.question.question), plain(o.question.doc), "-" if o.rank is None else str(o.rank),
                       plain(f"{o.top.title} ({o.top.doc})") if o.top else "-")
     console.print(worst)
+EXTRACTIVE_HEADING = "From the passages (quoted):"
+
+
+def checked_text(sentence: Checked) -> Text:
+    """A written sentence, its check visible without colour: ✓, or ⚠ and the reason."""
+    if sentence.verified:
+        return Text.assemble((safe(sentence.text), ""), (" ✓", "green"))
+    return Text.assemble((safe(sentence.text), "yellow"), (f" ⚠ unverified: {safe(sentence.why or '')}", "dim yellow"))
+
+
+def failure_line(reason: str) -> Text:
+    return plain(f"No written answer: {reason}. The answer below is quoted from the passages.", "yellow")
+
+
+class WrittenView:
+    """The written answer as it streams. In a terminal the text appears token by token
+    and each sentence is redrawn with its check when it completes; otherwise each
+    sentence is printed once checked. Nothing is drawn until the first text arrives (a
+    server that fails at once leaves no empty heading). Model output is untrusted: it is
+    shown through safe()."""
+
+    def __init__(self, console: Console, model: str | None):
+        self.console = console
+        self.heading = Text(f"Written by {safe(model or 'the model server')}, each sentence checked against "
+                            "its passages:", style="dim")
+        self.done: list[Checked] = []
+        self.pending = ""
+        self.started = False
+        self.live = None
+
+    def __enter__(self) -> "WrittenView":
+        return self
+
+    def _start(self) -> None:
+        self.started = True
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=self.console, auto_refresh=False, transient=False)
+            self.live.start()
+        else:
+            self.console.print(self.heading)
+
+    def _render(self) -> Text:
+        body = Text()
+        for s in self.done:
+            body.append_text(checked_text(s))
+            body.append(" ")
+        body.append(safe(self.pending), style="dim")
+        return Text.assemble(self.heading, "\n", body)
+
+    def text(self, piece: str) -> None:
+        if not self.started:
+            self._start()
+        self.pending += piece
+        if self.live:
+            self.live.update(self._render(), refresh=True)
+
+    def sentence(self, checked: Checked) -> None:
+        if not self.started:
+            self._start()
+        self.done.append(checked)
+        # The text the splitter has not cut yet stays pending: what follows this sentence.
+        at = self.pending.find(checked.text)
+        self.pending = self.pending[at + len(checked.text):] if at >= 0 else ""
+        if self.live:
+            self.live.update(self._render(), refresh=True)
+        else:
+            self.console.print(checked_text(checked))
+
+    def __exit__(self, *exc) -> None:
+        if not self.started:
+            return
+        self.pending = ""
+        if self.live:
+            self.live.update(self._render(), refresh=True)
+            self.live.stop()
+        self.console.print()
+
+    def finish(self, generated: Generated | None) -> None:
+        """A line when the user stopped the stream or the model wrote no sentence."""
+        if generated is not None and generated.stopped:
+            self.console.print(Text("Stopped; the sentences above are what was written.", style="yellow"))
+        elif generated is not None and not generated.sentences:
+            self.console.print(Text("The model wrote no sentence.", style="yellow"))
 
 
 class BuildProgress:
