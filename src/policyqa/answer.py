@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .chunk import heading_of, text_sentences
+from .chunk import POLICY, heading_of, text_sentences
 from .lexical import LexicalIndex
 from .records import Answer, AnswerSentence, Hit
 from .search import Filter, Searcher, normalized
@@ -109,7 +109,7 @@ class Stretch:
 def stretch_of(hit: Hit, passages: list[ChunkRow]) -> Stretch:
     """`hit` with up to REACH_CHARS of its document's passages on each side (`passages`:
     all of the document's, in order); the passage alone when it is not among them."""
-    at = next((i for i, p in enumerate(passages) if p.id == hit.chunk_id), None)
+    at = next((i for i, p in enumerate(passages) if p.chunk_id == hit.chunk_id), None)
     if at is None:
         return Stretch(hit.start, hit.text)
     lo = hi = at
@@ -162,7 +162,7 @@ def _continues(text: str, prev: list[int], start: int, end: int) -> bool:
     # wrapped line or a gap in the layout; a blank line separates paragraphs, and a
     # heading or a numbered item starts afresh.
     return ("\n\n" not in between.replace(" ", "") and not _PUNCT.search(before[-1]) and not _is_heading(before)
-            and heading_of(text[start:end], whole_line=False) is None)
+            and heading_of(text[start:end], False, POLICY) is None)
 
 
 def _is_heading(sentence: str) -> bool:
@@ -170,7 +170,7 @@ def _is_heading(sentence: str) -> bool:
 
 
 def _enumerated(sentence: str) -> bool:
-    return heading_of(sentence, whole_line=False) is not None or bool(_BULLET.match(sentence))
+    return heading_of(sentence, False, POLICY) is not None or bool(_BULLET.match(sentence))
 
 
 def list_items(text: str, sentences: list[Sentence], i: int) -> list[int]:
