@@ -84,8 +84,8 @@ def _ivf(path: Path) -> faiss.IndexIVF | None:
 def _tune(index: faiss.IndexIVF, vectors: np.ndarray) -> tuple[int, float, int]:
     """The smallest nprobe of NPROBES whose recall@10 reaches RECALL_TARGET, with that recall.
     The questions are midpoints of two random corpus vectors: a corpus vector itself lies
-    inside its own list and overstates recall for real questions (bench/scale.py compares),
-    where midpoints, which lie between lists as questions do, understate it. A result counts
+    inside its own list and overstates recall for real questions by far more than midpoints,
+    which lie between lists as questions do (bench/scale.py prints both). A result counts
     when it scores at least the exact tenth neighbour's score, so that duplicates (copies of
     one passage) count whichever of them comes back."""
     rng = np.random.default_rng(SEED)
@@ -102,10 +102,6 @@ def _tune(index: faiss.IndexIVF, vectors: np.ndarray) -> tuple[int, float, int]:
         if recall >= RECALL_TARGET or nprobe == index.nlist:
             return nprobe, recall, len(queries)
     raise AssertionError("unreachable: the last nprobe scans every list")
-
-
-def write(index: faiss.Index, path: Path) -> None:
-    faiss.write_index(index, str(path))
 
 
 class Vectors:
