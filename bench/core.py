@@ -7,8 +7,10 @@ Prints, in one run:
   for an English and a Chinese question, beside a bare `python -c pass` and
   `python -c "import numpy"` for scale;
 - warm latency of the same question path (search + answer) in one process;
-- index build throughput (chunks/s, model load excluded) against raw `model.encode`
-  throughput on exactly the same chunk texts, and their ratio.
+- index build throughput (chunks/s and chunks per CPU-second, model load excluded) against
+  raw encode throughput on exactly the same chunk texts, in fp32 and at the encoder's own
+  precision (bf16 where it keeps parity), each in a fresh process, with the per-CPU-second
+  ratio and the smallest cosine between the two precisions' vectors over every chunk.
 Build throughput uses --docs documents of ../shared/bench/ncpqa when present (the bundled
 corpus alone is too small to time), else the bundled corpus.
 """
@@ -79,9 +81,18 @@ def warm_latency(index: Path) -> None:
           f"p95 {times[int(0.95 * (len(times) - 1))]:.1f} ms")
 
 
-def build_throughput(docs: int) -> None:
+def build_child(docs: int, vectors_out: Path) -> None:
+    """One build in this process at the precision POLICYQA_PRECISION asks for: prints one JSON
+    line of figures and saves the raw encode's vectors to `vectors_out` for the parity check."""
+    import json
+
+    import numpy as np
+
     from policyqa import indexer
+    from policyqa.chunk import search_text
     from policyqa.embed import BUNDLED, PassageEncoder
+    from policyqa.records import Chunk
+    from policyqa.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
@@ -95,37 +106,61 @@ def build_throughput(docs: int) -> None:
             source = "the bundled corpus"
 
         class Clock(indexer.Progress):
-            start = end_embed = None
+            start = cpu = None
 
             def reading(self, total_files):
-                self.start = time.perf_counter()
+                self.start, self.cpu = time.perf_counter(), time.process_time()
 
         t_load = time.perf_counter()
         encoder = PassageEncoder(BUNDLED, lambda m: None)
         load_s = time.perf_counter() - t_load
         clock = Clock()
         report = indexer.update(corpus, Path(tmp) / "index", full=True, progress=clock)
-        build_s = time.perf_counter() - clock.start
-
-        from policyqa.store import Store
+        build_s, build_cpu = time.perf_counter() - clock.start, time.process_time() - clock.cpu
 
         store = Store.open(Path(tmp) / "index")
         rows = store.conn.execute(
-            "SELECT c.text, c.section, d.title FROM chunks c JOIN documents d ON d.path = c.doc"
+            "SELECT c.text, c.section, d.title FROM chunks c JOIN documents d ON d.path = c.doc ORDER BY c.id"
         ).fetchall()
-        from policyqa.chunk import search_text
-        from policyqa.records import Chunk
-
         texts = [search_text(t, Chunk("", 0, 0, 0, text, s)) for text, s, t in rows]
-        t = time.perf_counter()
-        encoder.model.encode(texts, prompt_name="passage", batch_size=indexer.EMBED_BATCH, normalize_embeddings=True)
-        raw_s = time.perf_counter() - t
-    n = report.chunks
-    build_rate, raw_rate = n / build_s, len(texts) / raw_s
-    print(f"build ({source}, {n} chunks): {build_s:.1f} s = {build_rate:.1f} chunks/s "
-          f"(model load {load_s:.1f} s excluded)")
-    print(f"raw model.encode, same {len(texts)} texts: {raw_s:.1f} s = {raw_rate:.1f} chunks/s")
-    print(f"build / raw throughput: {build_rate / raw_rate:.2f}")
+        t, cpu = time.perf_counter(), time.process_time()
+        np.save(vectors_out, encoder.passages(texts, batch_size=indexer.EMBED_BATCH))
+        raw_s, raw_cpu = time.perf_counter() - t, time.process_time() - cpu
+    print(json.dumps(dict(source=source, precision=encoder.precision, chunks=report.chunks, load_s=load_s,
+                          build_s=build_s, build_cpu_s=build_cpu, texts=len(texts), raw_s=raw_s, raw_cpu_s=raw_cpu)))
+
+
+def build_throughput(docs: int) -> None:
+    """The same build at fp32 and at the encoder's own choice (bf16 where it keeps parity),
+    each in a fresh process so that neither inherits the other's model or caches."""
+    import json
+
+    import numpy as np
+
+    from policyqa.embed import PARITY_COSINE, min_cosine
+
+    figures, vectors = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "auto"):
+            out = Path(tmp) / f"{precision}.npy"
+            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), POLICYQA_PRECISION=precision)
+            proc = subprocess.run([sys.executable, __file__, "--build-child", str(out), "--docs", str(docs)],
+                                  env=env, check=True, capture_output=True, text=True)
+            figures[precision] = json.loads(proc.stdout.strip().splitlines()[-1])
+            vectors[precision] = np.load(out)
+    for precision, f in figures.items():
+        build_rate, raw_rate = f["chunks"] / f["build_s"], f["texts"] / f["raw_s"]
+        print(f"build {f['precision']} ({f['source']}, {f['chunks']} chunks): {f['build_s']:.1f} s = "
+              f"{build_rate:.1f} chunks/s, {f['chunks'] / f['build_cpu_s']:.2f} chunks per CPU-second "
+              f"(model load {f['load_s']:.1f} s excluded)")
+        print(f"  raw encode, same {f['texts']} texts: {f['raw_s']:.1f} s = {raw_rate:.1f} chunks/s, "
+              f"{f['texts'] / f['raw_cpu_s']:.2f} per CPU-second; build / raw throughput {build_rate / raw_rate:.2f}")
+    base, fast = figures["fp32"], figures["auto"]
+    per_cpu = (fast["chunks"] / fast["build_cpu_s"]) / (base["chunks"] / base["build_cpu_s"])
+    print(f"build chunks per CPU-second, {fast['precision']} / fp32: {per_cpu:.2f}")
+    print(f"parity over all {len(vectors['fp32'])} chunks, {fast['precision']} vs fp32: min cosine "
+          f"{min_cosine(vectors['fp32'], vectors['auto']):.6f} (the encoder keeps bf16 at >= {PARITY_COSINE} "
+          "on its probe batch)")
 
 
 def main() -> None:
@@ -133,7 +168,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--docs", type=int, default=40)
     ap.add_argument("--skip-build", action="store_true", help="only the query figures")
+    ap.add_argument("--build-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_child:
+        build_child(args.docs, args.build_child)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "index"
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

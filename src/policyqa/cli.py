@@ -323,6 +323,7 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool, verify: bool) -> 
         "model": meta["model"],
         "bytes": store.size_bytes(),
         "built_at": meta["built_at"],
+        "vectors": store.vector_layout(),
         "skipped": [asdict(s) for s in store.skipped()],
         "docs": [
             {"doc": d.doc, "title": d.title, "meta": d.meta.as_dict(), "chunks": d.chunks}
@@ -344,6 +345,10 @@ def _print_status(status: dict, index_dir: Path) -> None:
     from .render import key_values
 
     rows = [(key, str(status[key])) for key in ("documents", "chunks", "model", "bytes", "built_at")]
+    if status["vectors"]:
+        v = status["vectors"]
+        rows.append(("vectors", f"{v['kind']}" + (f", nlist {v['nlist']}, nprobe {v['nprobe']}, recall@10 "
+                                               f"{v['recall_at_10']:.3f}" if v["kind"] == "ivf" else "")))
     rows.append(("index", str(index_dir)))
     rows += [("skipped", f"{s['doc']}: {s['reason']}") for s in status["skipped"]]
     if "damaged" in status:

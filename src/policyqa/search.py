@@ -310,22 +310,16 @@ class Searcher:
         missing = [c for c in ids if c not in known]
         extra = {}
         if missing:
-            vecs = np.vstack([self.vectors.reconstruct(c) for c in missing])
-            extra = dict(zip(missing, (vecs @ q).tolist()))
+            extra = dict(zip(missing, self.vectors.scores(q, missing).tolist()))
         return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
 
     def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; a filter's chunk ids become an id selector, so the n best admitted
         chunks come back however few of the index they are."""
-        params, total = None, self.vectors.ntotal
-        if allowed is not None:
-            import faiss
-
-            params, total = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), len(allowed)
-        fetch = min(total, n)
+        fetch = min(self.vectors.ntotal if allowed is None else len(allowed), n)
         if not fetch:
             return np.zeros((1, 0), dtype=np.float32), np.zeros((1, 0), dtype=np.int64)
-        return self.vectors.search(q, fetch, params=params)
+        return self.vectors.search(q, fetch, allowed)
 
     def _query_vector(self, query: str) -> np.ndarray:
         if self._last is None or self._last[0] != query:

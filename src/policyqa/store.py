@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from . import files, lexical
 from .embed import ModelInfo
 from .errors import DamagedIndex, DiskFull, UserError
 from .records import Chunk, ChunkRow, Document, Meta
+
+if TYPE_CHECKING:  # vectors.py imports faiss, which commands that search nothing never load
+    from . import vectors as dense
 
 FORMAT = 2  # 2: documents.meta (JSON) and chunks.page
 DB_NAME = "policyqa.sqlite3"
@@ -290,6 +293,11 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0]) if row else 0
 
+    def vector_layout(self) -> dict | None:
+        """How the current generation's vectors are indexed (vectors.Layout), if recorded."""
+        stored = self.meta().get("vectors")
+        return json.loads(stored) if stored else None
+
     def model_info(self) -> ModelInfo | None:
         m = self.meta()
         if "model" not in m:
@@ -324,9 +332,9 @@ class Store:
         self.conn.execute("COMMIT")
         self.conn.execute("BEGIN")
 
-    def load_vectors(self, generation: int):
+    def load_vectors(self, generation: int) -> dense.Vectors:
         """Inside snapshot(): the generation's FAISS index, its checksum verified."""
-        import faiss
+        from . import vectors as dense
 
         path = self.dir / vectors_name(generation)
         recorded = (self.checksums() or {}).get(path.name)
@@ -334,7 +342,7 @@ class Store:
             # A generation's file is never changed in place, so what is checked is what is read.
             if recorded and files.file_checksum(path) != recorded:
                 raise DamagedIndex(f"{path.name} in {self.dir} is damaged; `policyqa index update` rewrites it")
-            return faiss.read_index(str(path))
+            return dense.Vectors.open(path)
         except FileNotFoundError:
             raise VectorsGone(f"{path.name} is missing; run `policyqa index update`") from None
         except RuntimeError as exc:
@@ -491,13 +499,13 @@ class Store:
         switched = False
         try:
             with self._disk_space():
-                vectors = self._write_vectors(
+                vectors, layout = self._write_vectors(
                     generation, ids, self._vectors_for([c.embed_hash for c in plan.chunks], model.dim), model.dim)
                 lexical.write(self.dir, generation, ids, keywords.passages, [c.chunk.doc for c in plan.chunks],
                               keywords.documents)
                 checksums = self._checksums(generation, vectors)
                 pause_point("vectors-written")
-                self._switch(plan, settings, skipped, checksums)
+                self._switch(plan, settings, skipped, checksums, layout)
                 switched = True
         finally:
             if not switched:
@@ -507,7 +515,8 @@ class Store:
         self._prune(generation)
         return generation
 
-    def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str]) -> None:
+    def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str],
+                layout: dense.Layout) -> None:
         model = plan.model
         changed = [u.doc.path for u in plan.upserts]
         stamp = now()
@@ -542,6 +551,7 @@ class Store:
                 "chunker": json.dumps(settings, sort_keys=True),
                 "built_at": stamp,
                 "files": json.dumps(checksums, sort_keys=True),
+                "vectors": json.dumps(layout.as_dict()),
             }
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (stamp,))
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
@@ -567,18 +577,19 @@ class Store:
             raise StoreError(f"{len(position)} chunks have no stored vector; run `policyqa index update`")
         return out
 
-    def _write_vectors(self, generation: int, ids: np.ndarray, vectors: np.ndarray, dim: int) -> str:
-        """Write the generation's FAISS file; returns its checksum."""
+    def _write_vectors(self, generation: int, ids: np.ndarray, vectors: np.ndarray,
+                       dim: int) -> tuple[str, dense.Layout]:
+        """Write the generation's FAISS file; returns its checksum and how it indexes the vectors."""
         import faiss
 
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if len(ids):
-            index.add_with_ids(vectors, ids)
+        from . import vectors as dense
+
+        index, layout = dense.build(ids, vectors, dim, previous=self.dir / vectors_name(generation - 1))
         data = faiss.serialize_index(index).tobytes()
         with files.replaced(self.dir / vectors_name(generation)) as tmp:
             tmp.write_bytes(data)
             pause_point("vectors-tmp")
-        return files.checksum(data)
+        return files.checksum(data), layout
 
     def _prune(self, generation: int) -> None:
         """Keep `generation` and the one before it, for readers that are switching right now."""

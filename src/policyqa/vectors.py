@@ -1,0 +1,153 @@
+"""The dense vectors of one index generation: which FAISS index holds them, and searching it.
+
+Owns: exact search (a flat index) while the corpus is small; past EXACT_UP_TO vectors an IVF
+index trained on the corpus, whose nprobe is chosen on every build for RECALL_TARGET against
+exact search on questions made of the corpus's own vectors (the Layout records the recall
+measured, for `index status`); opening an IVF file memory-mapped, so a reader maps it instead of copying
+it; and searching only among a filter's chunk ids (what is admitted stays exact). The sizes
+and recall are printed by bench/scale.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+# Past this many vectors an exhaustive scan costs more per question than an IVF index's
+# training costs per build, and the flat file copied into every reader dominates a cold start.
+EXACT_UP_TO = 50_000
+RECALL_TARGET = 0.98
+RECALL_K = 10
+RECALL_QUERIES = 500
+TRAIN_PER_LIST = 64  # k-means points per list: faiss warns below 39
+NPROBES = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+SEED = 0  # the sample and the training are reproducible
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a build chose, and the recall@10 it measured against exact search (1.0 when exact)."""
+
+    kind: str  # "exact" or "ivf"
+    vectors: int
+    nlist: int = 0
+    nprobe: int = 0
+    recall_at_10: float = 1.0
+    recall_queries: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def nlist_for(n: int) -> int:
+    return max(1, int(4 * math.sqrt(n)))
+
+
+def build(ids: np.ndarray, vectors: np.ndarray, dim: int, previous: Path | None = None) -> tuple[faiss.Index, Layout]:
+    """The index for these vectors (unit length, one per chunk id). An IVF index reuses the
+    lists of the `previous` generation's file while the corpus is within a factor 2 of its
+    size, so that a small update does not retrain."""
+    n = len(ids)
+    if n <= EXACT_UP_TO:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if n:
+            index.add_with_ids(vectors, ids)
+        return index, Layout("exact", n)
+    quantizer = faiss.IndexFlatIP(dim)
+    prior = _ivf(previous) if previous is not None else None
+    if prior is not None and prior.d == dim and n / 2 <= prior.ntotal <= 2 * n:
+        quantizer.add(prior.quantizer.reconstruct_n(0, prior.nlist))
+        index = faiss.IndexIVFFlat(quantizer, dim, prior.nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist_for(n), faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(SEED)
+        sample = np.sort(rng.choice(n, size=min(n, TRAIN_PER_LIST * index.nlist), replace=False))
+        index.cp.seed = SEED
+        index.train(vectors[sample])
+    index.add_with_ids(vectors, ids)
+    nprobe, recall, queries = _tune(index, vectors)
+    index.nprobe = nprobe
+    return index, Layout("ivf", n, index.nlist, nprobe, recall, queries)
+
+
+def _ivf(path: Path) -> faiss.IndexIVF | None:
+    try:
+        opened = Vectors.open(path)
+    except RuntimeError:  # the first generation, or one a rebuild removed
+        return None
+    return opened.index if opened.ivf else None
+
+
+def _tune(index: faiss.IndexIVF, vectors: np.ndarray) -> tuple[int, float, int]:
+    """The smallest nprobe of NPROBES whose recall@10 reaches RECALL_TARGET, with that recall.
+    The questions are midpoints of two random corpus vectors: a corpus vector itself lies
+    inside its own list and overstates recall for real questions by far more than midpoints,
+    which lie between lists as questions do (bench/scale.py prints both). A result counts
+    when it scores at least the exact tenth neighbour's score, so that duplicates (copies of
+    one passage) count whichever of them comes back."""
+    rng = np.random.default_rng(SEED)
+    pairs = rng.integers(0, len(vectors), size=(2, min(len(vectors), RECALL_QUERIES)))
+    queries = vectors[pairs[0]] + vectors[pairs[1]]
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    exact_scores, _ = faiss.knn(queries, vectors, RECALL_K, metric=faiss.METRIC_INNER_PRODUCT)
+    floor = exact_scores[:, RECALL_K - 1] - 1e-5
+    recall = 0.0
+    for nprobe in NPROBES + (index.nlist,):
+        nprobe = min(nprobe, index.nlist)
+        scores, found = index.search(queries, RECALL_K, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        recall = float(((scores >= floor[:, None]) & (found >= 0)).sum() / (RECALL_K * len(queries)))
+        if recall >= RECALL_TARGET or nprobe == index.nlist:
+            return nprobe, recall, len(queries)
+    raise AssertionError("unreachable: the last nprobe scans every list")
+
+
+class Vectors:
+    """One generation's vectors, opened for search: an exact index read into memory as
+    before, an IVF index memory-mapped (its lists stay in the page cache, shared by
+    every reader)."""
+
+    def __init__(self, index: faiss.Index):
+        self.index = index
+        self.ivf = isinstance(index, faiss.IndexIVF)
+
+    @classmethod
+    def open(cls, path: Path) -> "Vectors":
+        """Raises RuntimeError (faiss's) when the file is missing or unreadable."""
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        if isinstance(index, faiss.IndexIVF):
+            # Mapped lists prefetch with 32 threads before every search by default: on a
+            # few cores that costs more than the scan itself (bench/scale.py).
+            faiss.downcast_InvertedLists(index.invlists).prefetch_nthread = 0
+        return cls(index)
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (scores, ids) for each row of q, among `allowed` ids only if given.
+        With a filter an IVF search probes as many more lists as the filter is smaller than
+        the index, so that it scans as many admitted vectors as an unfiltered search scans
+        vectors; a filter of a few documents thus scans every list and is exact."""
+        if allowed is None:
+            return self.index.search(q, k)
+        selector = faiss.IDSelectorBatch(allowed)
+        if not self.ivf:
+            return self.index.search(q, k, params=faiss.SearchParameters(sel=selector))
+        nprobe = min(self.index.nlist, math.ceil(self.index.nprobe * self.ntotal / max(1, len(allowed))))
+        return self.index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+
+    def scores(self, q: np.ndarray, ids: list[int]) -> np.ndarray:
+        """The exact similarity of q to each of these ids (all in the index)."""
+        if not self.ivf:
+            return np.vstack([self.index.reconstruct(int(c)) for c in ids]) @ q
+        # IVF keeps no id -> position map (a reader would rebuild one for the whole index on
+        # every open): a search restricted to these ids over every list finds each of them.
+        wanted = np.asarray(ids, dtype=np.int64)
+        params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(wanted), nprobe=self.index.nlist)
+        found_scores, found = self.index.search(q[None, :], len(wanted), params=params)
+        by_id = dict(zip(found[0].tolist(), found_scores[0].tolist()))
+        return np.array([by_id[int(c)] for c in wanted], dtype=np.float32)
