@@ -76,6 +76,11 @@ def size_of(recorded: str) -> int:
     return int(recorded.split(":", 1)[0])
 
 
+def matches(path: Path, recorded: str, full: bool) -> bool:
+    """Whether the file is what checksum() `recorded`: by every byte with `full`, else by size."""
+    return file_checksum(path) == recorded if full else path.stat().st_size == size_of(recorded)
+
+
 def generation_of(path: Path) -> int | None:
     """NNNNNN of `prefix-NNNNNN[.suffix]`, or None for a name of another shape."""
     try:
