@@ -100,11 +100,10 @@ def seed_index(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Corpora `old` and `new` (one file changed, removed, renamed, added), a committed
-    index of `old`, and the chunks of a fresh build of `new` (bench/crash.py)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import crash
+    index of `old`, and the chunks of a fresh build of `new` (tests/crashkit.py)."""
+    import crashkit
 
-    return crash.prepare(CORPUS / "chengdu-sti-reform.txt", tmp_path_factory.mktemp("update"))
+    return crashkit.prepare(CORPUS / "chengdu-sti-reform.txt", tmp_path_factory.mktemp("update"))
 
 
 @pytest.fixture

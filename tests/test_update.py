@@ -19,8 +19,7 @@ import numpy as np
 
 from conftest import CORPUS, ROOT, cli_env, run_cli
 
-sys.path.insert(0, str(ROOT / "bench"))
-import crash  # noqa: E402  (the fault-injection harness, shared with bench/crash.py)
+import crashkit  # the fault-injection harness, shared with bench/crash.py
 
 from policyqa import indexer  # noqa: E402
 from policyqa.chunk import chunk_document, search_text  # noqa: E402
@@ -50,13 +49,13 @@ def test_each_change_type_and_then_a_no_op(setup, index):
     # a.txt unchanged; b.txt changed; c.txt removed; d.txt renamed (removed + added); e.txt added
     assert (out["added"], out["updated"], out["unchanged"], out["removed"]) == (2, 1, 1, 2)
     assert out["chunks_embedded"] == len(texts(setup.new_chunks) - texts(setup.old_chunks)) > 0
-    assert crash.consistent_chunks(index)[1] == setup.new_chunks
+    assert crashkit.consistent_chunks(index)[1] == setup.new_chunks
 
-    generation = crash.consistent_chunks(index)[0]
+    generation = crashkit.consistent_chunks(index)[0]
     again = update_json(setup.new, index)
     assert again["chunks_embedded"] == 0
     assert (again["added"], again["updated"], again["unchanged"], again["removed"]) == (0, 0, 4, 0)
-    assert crash.consistent_chunks(index)[0] == generation, "a no-op update commits nothing"
+    assert crashkit.consistent_chunks(index)[0] == generation, "a no-op update commits nothing"
 
 
 def test_rename_embeds_nothing_and_summary_line(setup, index, tmp_path):
@@ -68,7 +67,7 @@ def test_rename_embeds_nothing_and_summary_line(setup, index, tmp_path):
     m = SUMMARY.match(proc.stdout.strip())
     assert m, proc.stdout
     assert tuple(map(int, m.groups())) == (1, 0, 3, 1, 0)
-    docs = {d for d, *_ in crash.consistent_chunks(index)[1]}
+    docs = {d for d, *_ in crashkit.consistent_chunks(index)[1]}
     assert "renamed.txt" in docs and "a.txt" not in docs
 
 
@@ -76,7 +75,7 @@ def test_update_creates_a_missing_index(setup, tmp_path):
     out = update_json(setup.old, tmp_path / "new-index")
     assert (out["added"], out["updated"], out["unchanged"], out["removed"]) == (4, 0, 0, 0)
     assert out["chunks_embedded"] == len(setup.old_chunks)
-    assert crash.consistent_chunks(tmp_path / "new-index")[1] == setup.old_chunks
+    assert crashkit.consistent_chunks(tmp_path / "new-index")[1] == setup.old_chunks
 
 
 def test_update_with_another_model_is_refused(setup, index):
@@ -84,7 +83,7 @@ def test_update_with_another_model_is_refused(setup, index):
     assert proc.returncode == 1
     assert "built with multilingual-e5-small" in proc.stderr and "index build --model" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert crash.consistent_chunks(index)[1] == setup.old_chunks
+    assert crashkit.consistent_chunks(index)[1] == setup.old_chunks
 
 
 def test_add_copies_files_and_folders_then_updates(setup, index, tmp_path):
@@ -104,7 +103,7 @@ def test_add_copies_files_and_folders_then_updates(setup, index, tmp_path):
     assert (corpus / "single.md").exists() and not (corpus / "incoming" / "notes.exe").exists()
     out = json.loads(proc.stdout)
     assert (out["added"], out["updated"], out["unchanged"], out["removed"]) == (2, 0, 4, 0)
-    docs = {d for d, *_ in crash.consistent_chunks(index)[1]}
+    docs = {d for d, *_ in crashkit.consistent_chunks(index)[1]}
     assert {"incoming/deep/e.txt", "single.md"} <= docs
 
 
@@ -141,7 +140,7 @@ def test_second_writer_waits_then_gives_up(setup, index):
     proc = run_cli("index", "update", "--wait", "60", "--corpus", str(setup.new), "--index", str(index), **NANO)
     assert proc.returncode == 0, proc.stderr
     assert "another process is updating" in " ".join(proc.stderr.split())
-    assert crash.consistent_chunks(index)[1] == setup.new_chunks
+    assert crashkit.consistent_chunks(index)[1] == setup.new_chunks
 
 
 def _read_until(stream, pattern: str, timeout: float) -> str:
@@ -182,18 +181,18 @@ def test_watch_updates_after_files_settle_and_stops_on_ctrl_c(setup, index, tmp_
         rest = proc.communicate(timeout=30)
     assert proc.returncode == 0, rest[1]
     assert "Stopped watching" in rest[1] and "Traceback" not in rest[1]
-    docs = {d for d, *_ in crash.consistent_chunks(index)[1]}
+    docs = {d for d, *_ in crashkit.consistent_chunks(index)[1]}
     assert "e.txt" in docs and "b.txt" not in docs
 
 
 def test_kill_9_at_any_moment_leaves_a_usable_index_and_the_next_update_completes(setup, tmp_path):
-    trials = [crash.trial(setup, tmp_path, point, delay) for point, delay in crash.schedule(20, 11, setup.seconds)]
+    trials = [crashkit.trial(setup, tmp_path, point, delay) for point, delay in crashkit.schedule(20, 11, setup.seconds)]
     assert len(trials) == 20
-    assert {t.point for t in trials} >= set(crash.POINTS)
+    assert {t.point for t in trials} >= set(crashkit.POINTS)
     by_point = {t.point: t for t in trials if t.point}
     # Embedding work done before the kill is kept: only the first point lost any.
     assert by_point["embedding"].repair_embedded > 0
-    assert all(by_point[p].repair_embedded == 0 for p in crash.POINTS[1:])
+    assert all(by_point[p].repair_embedded == 0 for p in crashkit.POINTS[1:])
     assert by_point["committing"].after_kill == "old" and by_point["committed"].after_kill == "new"
 
 
@@ -206,13 +205,13 @@ def test_reader_whose_vector_file_was_replaced_switches_to_the_current_generatio
         pinned = store.generation()  # this reader's snapshot starts here ...
         # ... while a writer commits twice, which removes vectors-<pinned>
         shutil.copy(setup.new / "e.txt", corpus)
-        indexer.update(corpus, index, engine=crash.ENGINE)
+        indexer.update(corpus, index, engine=crashkit.ENGINE)
         (corpus / "e.txt").unlink()
-        indexer.update(corpus, index, engine=crash.ENGINE)
+        indexer.update(corpus, index, engine=crashkit.ENGINE)
         assert not (index / f"vectors-{pinned:06d}.faiss").exists()
         searcher._refresh()
     assert searcher.generation == pinned + 2
-    hits = searcher.search(crash.QUESTION, 3).hits
+    hits = searcher.search(crashkit.QUESTION, 3).hits
     assert hits
     store.close()
 
@@ -221,7 +220,7 @@ def test_readers_see_old_or_new_never_a_mix_while_a_writer_updates(setup, index,
     corpus = tmp_path / "corpus"
     shutil.copytree(setup.old, corpus)
     states = {"old": setup.old_chunks, "new": setup.new_chunks}
-    generations = {crash.consistent_chunks(index)[0]: "old"}
+    generations = {crashkit.consistent_chunks(index)[0]: "old"}
     stop = threading.Event()
     seen: list[tuple[int, frozenset]] = []  # (generation, passages) from in-process Searchers
     snapshots: list[tuple[int, frozenset]] = []  # (generation, all chunks) checked per snapshot
@@ -233,17 +232,17 @@ def test_readers_see_old_or_new_never_a_mix_while_a_writer_updates(setup, index,
             store = Store.open(index)
             searcher = Searcher(store)
             while not stop.is_set():
-                hits = searcher.search(crash.QUESTION, 5).hits
+                hits = searcher.search(crashkit.QUESTION, 5).hits
                 assert hits
                 seen.append((searcher.generation, frozenset((h.doc, h.start, h.end, h.text) for h in hits)))
-                snapshots.append(crash.consistent_chunks(index))
+                snapshots.append(crashkit.consistent_chunks(index))
             store.close()
         except BaseException as exc:  # noqa: BLE001 - every reader error fails the test
             errors.append(exc)
 
     def asking() -> None:
         while not stop.is_set():
-            asked.append(run_cli("ask", crash.QUESTION, "--json", "--index", str(index)))
+            asked.append(run_cli("ask", crashkit.QUESTION, "--json", "--index", str(index)))
 
     readers = [threading.Thread(target=searching) for _ in range(2)] + [threading.Thread(target=asking)]
     for r in readers:
@@ -254,7 +253,7 @@ def test_readers_see_old_or_new_never_a_mix_while_a_writer_updates(setup, index,
             shutil.rmtree(corpus)
             shutil.copytree(setup.old if state == "old" else setup.new, corpus)
             update_json(corpus, index)
-            generations[crash.consistent_chunks(index)[0]] = state
+            generations[crashkit.consistent_chunks(index)[0]] = state
     finally:
         stop.set()
         for r in readers:
