@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from policyqa.formats import extract  # noqa: E402
+
 from realfiles import write_docx_paragraphs, write_pdf  # noqa: E402
 
 EXTRACTOR_LIBS = ("trafilatura", "docx", "pypdf", "lxml", "htmldate", "justext")

@@ -24,8 +24,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from policyqa import indexer  # noqa: E402
-from policyqa.lexical import WORDS  # noqa: E402
 from policyqa.evaluate import Question, evaluate  # noqa: E402
+from policyqa.lexical import WORDS  # noqa: E402
 from policyqa.search import Searcher  # noqa: E402
 from policyqa.store import Store  # noqa: E402
 
@@ -78,7 +78,7 @@ def main() -> None:
                 cells.append(f"{m['doc_hit@5']:.3f}")
             print(f"| {name} | {' | '.join(cells)} |", flush=True)
         final = PIPELINES[-1][0]
-        print(f"\nfinal pipeline in detail (doc hit@1 / hit@5 / span hit@5 / MRR@10 / mean ms):")
+        print("\nfinal pipeline in detail (doc hit@1 / hit@5 / span hit@5 / MRR@10 / mean ms):")
         for s in sets:
             m = metrics[(final, s)]
             print(f"  {s:9} {m['doc_hit@1']:.3f} / {m['doc_hit@5']:.3f} / {m['span_hit@5']:.3f} / "

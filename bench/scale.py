@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -92,7 +91,7 @@ def write_corpus(corpus: Path, n: int) -> list[tuple[str, int, list[str]]]:
     return written
 
 
-def real_vectors(real_index: Path, hashes: set[str]) -> dict[str, "object"]:
+def real_vectors(real_index: Path, hashes: set[str]) -> dict[str, object]:
     """The stored vectors of these embedding hashes: a hash covers the model's fingerprint
     and the text, so a vector found is that text's vector under the bundled model."""
     import sqlite3

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, SHARED
 from policyqa.answer import Stretch, compose, list_items, stretch_of, whole_sentences
 from policyqa.chunk import chunk_document
 from policyqa.clean import clean
 from policyqa.load import read_document
 from policyqa.records import Hit
 from policyqa.store import ChunkRow
+
+from conftest import CORPUS, SHARED
 from test_chat import Terminal, compact
 
 LAWS = SHARED / "bench" / "laws" / "DLC"

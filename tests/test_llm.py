@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, cli_env, run_cli
-from llm_servers import API_KEY, DRIP_PAUSE_S, Scripted, free_port, start_llama
-
 from policyqa import generate
 from policyqa.chunk import chunk_document
 from policyqa.clean import clean
 from policyqa.load import read_document
 from policyqa.records import Hit
+
+from conftest import CORPUS, cli_env, run_cli
+from llm_servers import API_KEY, DRIP_PAUSE_S, Scripted, free_port, start_llama
 
 QUESTION = "what financing support exists for seed-stage firms"
 NO_LLM = {"POLICYQA_LLM_URL": "", "POLICYQA_LLM_MODEL": "", "POLICYQA_LLM_API_KEY": "",
@@ -245,7 +245,7 @@ def _read_until(proc: subprocess.Popen, needle: bytes, limit_s: float) -> tuple[
 def test_sentences_stream_as_they_complete(seed_index, env, scripted):
     proc = _drip(seed_index, env, scripted)
     out, seen = _read_until(proc, "✓".encode(), 120)
-    assert "angel investment guidance fund".encode() in out and b"apply to it" not in out
+    assert b"angel investment guidance fund" in out and b"apply to it" not in out
     rest, _ = proc.communicate(timeout=60)
     assert time.monotonic() - seen >= DRIP_PAUSE_S / 5, "the first sentence came before the reply ended"
     assert b"apply to it" in rest and proc.returncode == 0

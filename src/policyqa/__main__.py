@@ -1,8 +1,7 @@
 """`python -m policyqa` and the `policyqa` command: the entry point, which loads the CLI."""
+import _signal  # the C module under `signal`, already loaded: `signal` itself takes a while to import
 import os
 import sys
-
-import _signal  # the C module under `signal`, already loaded: `signal` itself takes a while to import
 
 
 def _interrupted(signum, frame) -> None:

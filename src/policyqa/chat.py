@@ -16,10 +16,11 @@ import shlex
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table

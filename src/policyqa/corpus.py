@@ -10,9 +10,9 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .load import SUFFIXES, CorpusError, Skipped, corpus_files, link_problem
 from .render import safe

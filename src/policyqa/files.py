@@ -10,9 +10,9 @@ import mmap
 import os
 import shutil
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def sync_dir(path: Path) -> None:

@@ -20,9 +20,9 @@ import functools
 import json
 import math
 import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -126,7 +126,7 @@ class Bm25:
     rows: int
 
     @classmethod
-    def load(cls, directory: Path, rows: int) -> "Bm25":
+    def load(cls, directory: Path, rows: int) -> Bm25:
         if not (directory / "terms.npy").exists():
             empty = np.zeros(0, np.int32)
             return cls(np.zeros(0, dtype=str), empty, np.zeros(0, np.float32), empty, np.zeros(1, np.int32), rows)
@@ -172,7 +172,7 @@ class Keywords:
     documents: Bm25
 
     @classmethod
-    def load(cls, directory: Path, passages: int, documents: int) -> "Keywords":
+    def load(cls, directory: Path, passages: int, documents: int) -> Keywords:
         return cls(Bm25.load(directory / "passages", passages), Bm25.load(directory / "documents", documents))
 
     def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
@@ -237,7 +237,7 @@ class LexicalIndex:
     _translations: dict[str, dict[str, float]] | None = None
 
     @classmethod
-    def load(cls, index_dir: Path, generation: int) -> "LexicalIndex | None":
+    def load(cls, index_dir: Path, generation: int) -> LexicalIndex | None:
         """None when the generation has no keyword index of today's kind (written before
         there was one, or with other SETTINGS) or a damaged one: `index update` rewrites it."""
         if not is_current(index_dir, generation):

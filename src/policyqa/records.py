@@ -85,7 +85,7 @@ class Hit(ChunkRow):
     scores: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, row: ChunkRow, score: float, scores: dict[str, float]) -> "Hit":
+    def of(cls, row: ChunkRow, score: float, scores: dict[str, float]) -> Hit:
         return cls(**{f.name: getattr(row, f.name) for f in fields(ChunkRow)}, score=score, scores=scores)
 
 

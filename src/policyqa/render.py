@@ -271,7 +271,7 @@ class WrittenView:
         self.started = False
         self.live = None
 
-    def __enter__(self) -> "WrittenView":
+    def __enter__(self) -> WrittenView:
         return self
 
     def _start(self) -> None:
@@ -345,7 +345,7 @@ class BuildProgress:
         )
         self.task = None
 
-    def __enter__(self) -> "BuildProgress":
+    def __enter__(self) -> BuildProgress:
         self.bar.start()
         return self
 

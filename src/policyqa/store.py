@@ -17,11 +17,12 @@ import shutil
 import sqlite3
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -140,7 +141,7 @@ def _meta(title: str, stored: str) -> Meta:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
@@ -242,7 +243,7 @@ class Store:
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
-    def open(cls, index_dir: Path) -> "Store":
+    def open(cls, index_dir: Path) -> Store:
         db = index_dir / DB_NAME
         if not db.exists():
             raise NoIndex(f"no index in {index_dir}")
@@ -257,7 +258,7 @@ class Store:
         return store
 
     @classmethod
-    def create_or_open(cls, index_dir: Path, start_over: Callable[[str], None] | None = None) -> "Store":
+    def create_or_open(cls, index_dir: Path, start_over: Callable[[str], None] | None = None) -> Store:
         """The index for writing, created when missing. A damaged database fails (see
         errors.user_error); given `start_over`, it is instead replaced by an empty one that
         keeps what of its embedding cache can still be read, and `start_over` is told."""
@@ -320,7 +321,7 @@ class Store:
         finally:
             self.conn.execute("COMMIT")
 
-    def load_lexical(self, generation: int) -> "lexical.LexicalIndex | None":
+    def load_lexical(self, generation: int) -> lexical.LexicalIndex | None:
         """Inside snapshot(): the keyword index, or None when it is outdated, incomplete
         or damaged (search goes on with vectors alone; `index update` rewrites it). Sizes
         are checked here, contents by `index update` and `index status --verify`."""

@@ -20,11 +20,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import terms
-
 from .files import replaced
 
 TABLE_NAME = "translations.json"

@@ -114,7 +114,7 @@ class Vectors:
         self.ivf = isinstance(index, faiss.IndexIVF)
 
     @classmethod
-    def open(cls, path: Path) -> "Vectors":
+    def open(cls, path: Path) -> Vectors:
         """Raises RuntimeError (faiss's) when the file is missing or unreadable."""
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
         if isinstance(index, faiss.IndexIVF):
