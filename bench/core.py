@@ -148,7 +148,7 @@ def build_throughput(docs: int) -> None:
                                   env=env, check=True, capture_output=True, text=True)
             figures[precision] = json.loads(proc.stdout.strip().splitlines()[-1])
             vectors[precision] = np.load(out)
-    for precision, f in figures.items():
+    for f in figures.values():
         build_rate, raw_rate = f["chunks"] / f["build_s"], f["texts"] / f["raw_s"]
         print(f"build {f['precision']} ({f['source']}, {f['chunks']} chunks): {f['build_s']:.1f} s = "
               f"{build_rate:.1f} chunks/s, {f['chunks'] / f['build_cpu_s']:.2f} chunks per CPU-second "

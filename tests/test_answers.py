@@ -66,7 +66,7 @@ def sentence_start(text: str, at: int) -> bool:
 @needs_shared
 def test_every_sentence_of_real_documents_is_whole_and_exact():
     checked = 0
-    for doc, hit, rows, st in stretches():
+    for doc, _hit, _rows, st in stretches():
         for s in whole_sentences(st.text):
             a, b = st.start + s.start, st.start + s.end
             assert not any(g0 < s.start < g1 or g0 < s.end < g1 for g0, g1 in st.gaps)
@@ -90,7 +90,7 @@ def test_answers_from_real_documents_are_slices_with_every_list_item():
             if not (s.intro and hit.start <= st.start + s.start < hit.end):
                 continue
             question = st.text[s.start:s.end]
-            answer = compose(question, [hit], coverage=lambda h: 1.0, around=lambda h: stretch_of(h, rows))
+            answer = compose(question, [hit], coverage=lambda h: 1.0, around=lambda h, rows=rows: stretch_of(h, rows))
             # An introduction whose list is not there (a document's last line) is never shown.
             if any(a.start == st.start + s.start for a in answer.sentences):
                 assert list_items(st.text, sentences, i), (doc.path, question)

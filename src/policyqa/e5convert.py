@@ -162,7 +162,7 @@ def build_precompiled_charsmap(rules: dict[str, str]) -> bytes:
         b = next_free ^ need[0]
         while True:
             ensure(b | 0xFF)
-            if b not in used_base and b != 0 and all(not used[b ^ l] for l in need):
+            if b not in used_base and b != 0 and all(not used[b ^ label] for label in need):
                 break
             b += 1
         used_base.add(b)
@@ -174,10 +174,10 @@ def build_precompiled_charsmap(rules: dict[str, str]) -> bytes:
             units[pos] |= 1 << 8
             units[b] = (1 << 31) | node[None]
             used[b] = 1
-        for l in labels:
-            units[b ^ l] = l  # label; offset/has_leaf filled when child is processed
-            used[b ^ l] = 1
-            queue.append((node[l], b ^ l))
+        for label in labels:
+            units[b ^ label] = label  # label; offset/has_leaf filled when child is processed
+            used[b ^ label] = 1
+            queue.append((node[label], b ^ label))
     n = max(i for i in range(len(used)) if used[i]) + 1
     n = (n + 255) // 256 * 256
     trie = struct.pack(f"<{n}I", *units[:n])
@@ -274,15 +274,15 @@ def build_model(f: E5File, out_dir: str) -> None:
         "v": ("attention.self.value", H, H), "ao": ("attention.output.dense", H, H),
         "fi": ("intermediate.dense", FF, H), "fo": ("output.dense", H, FF),
     }
-    for l in range(f.NL):
-        pre = f"encoder.layer.{l}."
+    for layer in range(f.NL):
+        pre = f"encoder.layer.{layer}."
         for short, (hf, nout, nin) in names.items():
-            t[pre + hf + ".weight"] = f.tensor(f"l{l}.{short}.w", (nout, nin))
-            t[pre + hf + ".bias"] = f.tensor(f"l{l}.{short}.b", (nout,))
-        t[pre + "attention.output.LayerNorm.weight"] = f.tensor(f"l{l}.aln.w", (H,))
-        t[pre + "attention.output.LayerNorm.bias"] = f.tensor(f"l{l}.aln.b", (H,))
-        t[pre + "output.LayerNorm.weight"] = f.tensor(f"l{l}.oln.w", (H,))
-        t[pre + "output.LayerNorm.bias"] = f.tensor(f"l{l}.oln.b", (H,))
+            t[pre + hf + ".weight"] = f.tensor(f"l{layer}.{short}.w", (nout, nin))
+            t[pre + hf + ".bias"] = f.tensor(f"l{layer}.{short}.b", (nout,))
+        t[pre + "attention.output.LayerNorm.weight"] = f.tensor(f"l{layer}.aln.w", (H,))
+        t[pre + "attention.output.LayerNorm.bias"] = f.tensor(f"l{layer}.aln.b", (H,))
+        t[pre + "output.LayerNorm.weight"] = f.tensor(f"l{layer}.oln.w", (H,))
+        t[pre + "output.LayerNorm.bias"] = f.tensor(f"l{layer}.oln.b", (H,))
     # The pooler is not in the file (mean pooling never uses it). Zeros keep
     # transformers from warning about / randomly initialising missing weights.
     t["pooler.dense.weight"] = np.zeros((H, H), np.float32)
