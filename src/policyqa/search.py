@@ -18,15 +18,19 @@ import time
 import unicodedata
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import terms, translate
-from .embed import query_encoder
+from .embed import BundledQueryEncoder, Encoder, ModelInfo, query_encoder
 from .errors import InputError
 from .lexical import BIGRAMS, WORDS, LexicalIndex
 from .records import ChunkRow, Hit, Meta
 from .store import Store, VectorsGone
+
+if TYPE_CHECKING:  # vectors.py imports faiss, loaded by the store when a search needs it
+    from .vectors import Vectors
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
@@ -128,12 +132,13 @@ class Filter:
     def admits(self, path: str, meta: Meta) -> bool:
         if self.doc and not (fnmatchcase(path, self.doc) or fnmatchcase(path.rsplit("/", 1)[-1], self.doc)):
             return False
-        if (self.after or self.before) and not meta.date:
-            return False
-        if self.after and meta.date < self.after:
-            return False
-        if self.before and meta.date > self.before:
-            return False
+        if self.after or self.before:
+            if not meta.date:
+                return False
+            if self.after and meta.date < self.after:
+                return False
+            if self.before and meta.date > self.before:
+                return False
         return not self.issuer or self.issuer.casefold() in (meta.issuer or "").casefold()
 
     def chunk_ids(self, store: Store) -> np.ndarray:
@@ -180,10 +185,11 @@ class Searcher:
         self.translate = translate
         self.chinese = chinese  # how a Chinese question is cut (bench/retrieval.py compares)
         self.generation = 0
-        self.vectors = None
-        self.lexical = None
-        self.encoder = None
-        self.model = None
+        # Set by _refresh, which every search runs first (encoder: unless mode is "lexical").
+        self.vectors: Vectors | None = None
+        self.lexical: LexicalIndex | None = None
+        self.encoder: Encoder | BundledQueryEncoder | None = None
+        self.model: ModelInfo | None = None
         self._last: tuple[str, np.ndarray] | None = None  # the last query's vector (chat's /more)
 
     def _refresh(self) -> None:
@@ -194,6 +200,7 @@ class Searcher:
                 return
             model = self.store.model_info()
             if self.mode != "lexical" and (self.encoder is None or model != self.model):
+                assert model is not None, "a generation is written with the model that embedded it"
                 self.encoder = query_encoder(model)
                 self.model = model
                 self._last = None
@@ -235,7 +242,7 @@ class Searcher:
             q = self._query_vector(query) if self.mode != "lexical" else None
             if q is not None and plan.translated and plan.groups:
                 # e5 matches Chinese with Chinese far better than English with Chinese.
-                words = "".join(max(g, key=g.get) for g in plan.groups)
+                words = "".join(max(g, key=g.__getitem__) for g in plan.groups)
                 q = q + self._query_vector(words)
                 q = q / np.linalg.norm(q)
             timings["embed_ms"] = (time.perf_counter() - t1) * 1000
@@ -251,8 +258,10 @@ class Searcher:
         """The plan as searched, and (chunk id, component scores) best first: dense, then
         an English word's senses chosen by the dense passages, then keywords, then fused
         ("fused" orders them)."""
+        vectors, lexical = self.vectors, self.lexical
+        assert vectors is not None, "_refresh loads them"
         allowed = where.chunk_ids(self.store) if where else None
-        fetch = min(self.vectors.ntotal if allowed is None else len(allowed), fetch)
+        fetch = min(vectors.ntotal if allowed is None else len(allowed), fetch)
         if not fetch:
             return plan, []
         dense: dict[int, float] = {}
@@ -261,28 +270,30 @@ class Searcher:
             dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
         if plan.translated and dense:
             plan = self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
-        keywords = self.lexical.keywords(plan.cut) if self.lexical is not None else None
+        keywords = lexical.keywords(plan.cut) if lexical is not None else None
         lex_all = keywords.scores(plan.terms) if keywords is not None and plan.terms else None
-        if lex_all is not None and allowed is not None:
+        if lexical is not None and lex_all is not None and allowed is not None:
             admitted = np.zeros(len(lex_all), dtype=bool)
-            admitted[[self.lexical.row_of[int(c)] for c in allowed if int(c) in self.lexical.row_of]] = True
+            admitted[[lexical.row_of[int(c)] for c in allowed if int(c) in lexical.row_of]] = True
             lex_all = np.where(admitted, lex_all, 0.0)
         lex: dict[int, float] = {}
-        if lex_all is not None and lex_all.max() > 0:
+        if lexical is not None and lex_all is not None and lex_all.max() > 0:
             top = np.argpartition(-lex_all, min(fetch, len(lex_all)) - 1)[:fetch]
-            lex = {int(self.lexical.ids[r]): float(lex_all[r]) for r in top if lex_all[r] > 0}
+            lex = {int(lexical.ids[r]): float(lex_all[r]) for r in top if lex_all[r] > 0}
         if not lex:
             return plan, [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
         if not dense:
             return plan, [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
+        assert lexical is not None and keywords is not None and lex_all is not None and q is not None, \
+            "lex is only filled from the keyword index, dense only from the query vector"
         union = list(dict.fromkeys(list(dense) + list(lex)))
         dense_u = self._dense_scores(q, union, dense)
-        row_of = self.lexical.row_of
+        row_of = lexical.row_of
         lex_u = np.array([lex[c] if c in lex else float(lex_all[row_of[c]]) if c in row_of else 0.0 for c in union])
         # Whole-document keyword evidence: a question often names the region or body in the
         # title and its subject in passages that never repeat them.
         doc_all = keywords.document_scores(plan.terms)
-        doc_rows = self.lexical.chunk_documents
+        doc_rows = lexical.chunk_documents
         doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
         fused = fuse({
             "lexical": (lex_u, np.array(list(lex.values()))),
@@ -296,10 +307,12 @@ class Searcher:
     def _choose_senses(self, plan: QueryPlan, chunk_ids: list[int]) -> QueryPlan:
         """Among an English word's translations, prefer those the passages found by meaning
         use: the dictionary cannot tell which sense the question means, the dense pass can."""
-        rows = np.array(sorted(self.lexical.row_of[c] for c in chunk_ids if c in self.lexical.row_of))
+        lexical = self.lexical
+        assert lexical is not None, "a plan is only translated with a keyword index (_plan)"
+        rows = np.array(sorted(lexical.row_of[c] for c in chunk_ids if c in lexical.row_of))
         if not len(rows):
             return plan
-        words = self.lexical.words
+        words = lexical.words
 
         def prior(term: str) -> float:
             return SENSE_FLOOR + words.share_containing(term, rows)
@@ -308,14 +321,16 @@ class Searcher:
 
     def _dense_scores(self, q: np.ndarray, ids: list[int], known: dict[int, float]) -> np.ndarray:
         missing = [c for c in ids if c not in known]
-        extra = {}
+        extra: dict[int, float] = {}
         if missing:
+            assert self.vectors is not None, "_refresh loads them"
             extra = dict(zip(missing, self.vectors.scores(q, missing).tolist()))
         return np.array([known.get(c, extra.get(c, 0.0)) for c in ids])
 
     def _nearest(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; a filter's chunk ids become an id selector, so the n best admitted
         chunks come back however few of the index they are."""
+        assert self.vectors is not None, "_refresh loads them"
         fetch = min(self.vectors.ntotal if allowed is None else len(allowed), n)
         if not fetch:
             return np.zeros((1, 0), dtype=np.float32), np.zeros((1, 0), dtype=np.int64)
@@ -323,6 +338,7 @@ class Searcher:
 
     def _query_vector(self, query: str) -> np.ndarray:
         if self._last is None or self._last[0] != query:
+            assert self.encoder is not None, "_refresh loads it unless the mode is lexical"
             self._last = (query, np.asarray(self.encoder.query(query), dtype=np.float32))
         return self._last[1]
 
