@@ -25,6 +25,8 @@ RECALL_QUERIES = 500
 TRAIN_PER_LIST = 64  # k-means points per list: faiss warns below 39
 NPROBES = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 SEED = 0  # the sample and the training are reproducible
+# faiss's stub declares the SearchParameters classes without the keyword arguments their SWIG
+# constructors take (sel=, nprobe=): hence the call-arg ignores where they are made.
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,10 @@ def build(ids: np.ndarray, vectors: np.ndarray, dim: int, previous: Path | None 
     size, so that a small update does not retrain."""
     n = len(ids)
     if n <= EXACT_UP_TO:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        exact = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if n:
-            index.add_with_ids(vectors, ids)
-        return index, Layout("exact", n)
+            exact.add_with_ids(vectors, ids)
+        return exact, Layout("exact", n)
     quantizer = faiss.IndexFlatIP(dim)
     prior = _ivf(previous) if previous is not None else None
     if prior is not None and prior.d == dim and n / 2 <= prior.ntotal <= 2 * n:
@@ -78,7 +80,7 @@ def _ivf(path: Path) -> faiss.IndexIVF | None:
         opened = Vectors.open(path)
     except RuntimeError:  # the first generation, or one a rebuild removed
         return None
-    return opened.index if opened.ivf else None
+    return opened.index if isinstance(opened.index, faiss.IndexIVF) else None
 
 
 def _tune(index: faiss.IndexIVF, vectors: np.ndarray) -> tuple[int, float, int]:
@@ -97,7 +99,8 @@ def _tune(index: faiss.IndexIVF, vectors: np.ndarray) -> tuple[int, float, int]:
     recall = 0.0
     for nprobe in NPROBES + (index.nlist,):
         nprobe = min(nprobe, index.nlist)
-        scores, found = index.search(queries, RECALL_K, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        params = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+        scores, found = index.search(queries, RECALL_K, params=params)
         recall = float(((scores >= floor[:, None]) & (found >= 0)).sum() / (RECALL_K * len(queries)))
         if recall >= RECALL_TARGET or nprobe == index.nlist:
             return nprobe, recall, len(queries)
@@ -120,7 +123,10 @@ class Vectors:
         if isinstance(index, faiss.IndexIVF):
             # Mapped lists prefetch with 32 threads before every search by default: on a
             # few cores that costs more than the scan itself (bench/scale.py).
-            faiss.downcast_InvertedLists(index.invlists).prefetch_nthread = 0
+            assert index.invlists is not None, "an IVF index has its lists"
+            mapped = faiss.downcast_InvertedLists(index.invlists)
+            assert isinstance(mapped, faiss.OnDiskInvertedLists), "what IO_FLAG_MMAP makes of them"
+            mapped.prefetch_nthread = 0
         return cls(index)
 
     @property
@@ -135,19 +141,22 @@ class Vectors:
         if allowed is None:
             return self.index.search(q, k)
         selector = faiss.IDSelectorBatch(allowed)
-        if not self.ivf:
-            return self.index.search(q, k, params=faiss.SearchParameters(sel=selector))
-        nprobe = min(self.index.nlist, math.ceil(self.index.nprobe * self.ntotal / max(1, len(allowed))))
-        return self.index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+        index = self.index
+        if not isinstance(index, faiss.IndexIVF):
+            return index.search(q, k, params=faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
+        nprobe = min(index.nlist, math.ceil(index.nprobe * self.ntotal / max(1, len(allowed))))
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)  # type: ignore[call-arg]
+        return index.search(q, k, params=params)
 
     def scores(self, q: np.ndarray, ids: list[int]) -> np.ndarray:
         """The exact similarity of q to each of these ids (all in the index)."""
-        if not self.ivf:
-            return np.vstack([self.index.reconstruct(int(c)) for c in ids]) @ q
+        index = self.index
+        if not isinstance(index, faiss.IndexIVF):
+            return np.vstack([index.reconstruct(int(c)) for c in ids]) @ q
         # IVF keeps no id -> position map (a reader would rebuild one for the whole index on
         # every open): a search restricted to these ids over every list finds each of them.
         wanted = np.asarray(ids, dtype=np.int64)
-        params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(wanted), nprobe=self.index.nlist)
-        found_scores, found = self.index.search(q[None, :], len(wanted), params=params)
+        params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(wanted), nprobe=index.nlist)  # type: ignore[call-arg]
+        found_scores, found = index.search(q[None, :], len(wanted), params=params)
         by_id = dict(zip(found[0].tolist(), found_scores[0].tolist()))
         return np.array([by_id[int(c)] for c in wanted], dtype=np.float32)
