@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from . import chunk as chunking
 from .chunk import search_text
@@ -45,15 +46,31 @@ class Report:
         )
 
 
-class Progress:
-    """What the indexer tells its caller as it goes; the default says nothing."""
+class Progress(Protocol):
+    """What the indexer tells its caller as it goes (render.BuildProgress has the same
+    methods); a subclass overrides those it shows, the rest say nothing."""
 
-    def reading(self, total_files: int) -> None: ...
-    def read_one(self, path: str) -> None: ...
-    def embedding(self, total_chunks: int) -> None: ...
-    def embedded(self, n: int) -> None: ...
-    def warn(self, message: str) -> None: ...
-    def note(self, message: str) -> None: ...
+    def reading(self, total_files: int) -> None:
+        return None
+
+    def read_one(self, path: str) -> None:
+        return None
+
+    def embedding(self, total_chunks: int) -> None:
+        return None
+
+    def embedded(self, n: int) -> None:
+        return None
+
+    def warn(self, message: str) -> None:
+        return None
+
+    def note(self, message: str) -> None:
+        return None
+
+
+class _Silent(Progress):
+    """The default: says nothing."""
 
 
 def embed_hash(fingerprint: str, text: str) -> str:
@@ -75,7 +92,7 @@ def update(
     vector is not cached are embedded.
     `engine` computes the passages (see embed.passage_encoder); a second writer waits up
     to `writer_wait_s` seconds for the first."""
-    progress = progress or Progress()
+    progress = progress or _Silent()
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
