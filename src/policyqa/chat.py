@@ -187,6 +187,7 @@ class Chat:
         if failure:
             self.console.print(failure_line(failure), soft_wrap=True)
         else:
+            assert generated is not None, "respond returns a failure or what was written"
             view.finish(generated)
             self.turns.append(Turn(answer.question, generated.text))
         return EXTRACTIVE_HEADING

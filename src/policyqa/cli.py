@@ -331,13 +331,14 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool, verify: bool) -> 
         ],
     }
     if verify:
-        status["damaged"] = store.damaged() if store.checksums() is not None else None
+        damaged = store.damaged() if store.checksums() is not None else None
+        status["damaged"] = damaged
     if as_json:
         write_json(status)
     else:
         _print_status(status, index_dir)
-    if verify and status["damaged"]:
-        raise DamagedIndex(f"{len(status['damaged'])} damaged file(s) in {index_dir}; "
+    if verify and damaged:
+        raise DamagedIndex(f"{len(damaged)} damaged file(s) in {index_dir}; "
                            "`policyqa index update` rewrites them")
 
 

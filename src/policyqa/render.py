@@ -19,6 +19,9 @@ from .records import Answer, Hit, Meta
 if TYPE_CHECKING:
     from .context import Context
     from .evaluate import Report
+    from rich.live import Live
+    from rich.progress import TaskID
+
     from .generate import Checked, Generated
 
 # What must not reach a terminal as itself: C0/C1 controls, DEL, lone surrogates (bytes
@@ -238,6 +241,7 @@ def print_eval_report(console: Console, report: Report) -> None:
     for col in ("question", "gold document", "rank", "ranked first"):
         worst.add_column(col)
     for o in misses:
+        assert o.question.doc is not None, "misses() are of questions with a gold document"
         worst.add_row(plain(o.question.question), plain(o.question.doc), "-" if o.rank is None else str(o.rank),
                       plain(f"{o.top.title} ({o.top.doc})") if o.top else "-")
     console.print(worst)
@@ -269,7 +273,7 @@ class WrittenView:
         self.done: list[Checked] = []
         self.pending = ""
         self.started = False
-        self.live = None
+        self.live: Live | None = None
 
     def __enter__(self) -> WrittenView:
         return self
@@ -343,7 +347,7 @@ class BuildProgress:
             console=console,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None  # the bar of the step under way
 
     def __enter__(self) -> BuildProgress:
         self.bar.start()
@@ -356,12 +360,14 @@ class BuildProgress:
         self.task = self.bar.add_task("files", total=total_files)
 
     def read_one(self, path: str) -> None:
+        assert self.task is not None, "reading() comes first"
         self.bar.advance(self.task)
 
     def embedding(self, total_chunks: int) -> None:
         self.task = self.bar.add_task("chunks", total=total_chunks)
 
     def embedded(self, n: int) -> None:
+        assert self.task is not None, "embedding() comes first"
         self.bar.advance(self.task, n)
 
     def warn(self, message: str) -> None:
