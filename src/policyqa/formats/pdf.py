@@ -35,7 +35,7 @@ def extract(raw: bytes) -> Extracted:
         for line in text.splitlines():
             out.add(line)
         out.pages.append(Span(min(start, out.length), out.length))
-    info = reader.metadata or {}
+    info: dict[str, object] = reader.metadata or {}
     title = str(info.get("/Title") or "").strip()
     out.hints = {"title": title} if title else {}
     return out

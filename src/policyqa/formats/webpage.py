@@ -25,6 +25,7 @@ def extract(raw: bytes) -> Extracted:
     found = trafilatura.bare_extraction(
         tree, with_metadata=True, include_comments=False, include_tables=True, include_images=False
     )
+    assert not isinstance(found, dict), "a Document unless as_dict is set"
     if found is None or found.body is None:
         raise NotExtractable("no article text found in the page")
     out = Extracted()

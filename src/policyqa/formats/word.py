@@ -19,6 +19,7 @@ import zipfile
 import docx
 from docx.enum.style import WD_STYLE_TYPE
 from docx.opc.exceptions import PackageNotFoundError
+from docx.oxml.ns import qn
 from docx.table import Table
 
 from . import Extracted, NotExtractable
@@ -88,9 +89,9 @@ def _heading_level(paragraph, name: str) -> int | None:
     if m:
         return max(1, int(m.group(1)))
     ppr = paragraph._p.pPr
-    level = ppr.find(docx.oxml.ns.qn("w:outlineLvl")) if ppr is not None else None
+    level = ppr.find(qn("w:outlineLvl")) if ppr is not None else None
     if level is not None:
-        value = int(level.get(docx.oxml.ns.qn("w:val")))
+        value = int(level.get(qn("w:val")))
         return value + 1 if value < 9 else None  # 9 means body text
     return None
 
