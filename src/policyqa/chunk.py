@@ -145,7 +145,7 @@ def _is_title_line(text: str) -> bool:
 def outline_of(doc: Document) -> _Outline:
     """ARTICLES when paragraphs or sentences open with 第一条 and 第二条: a document that
     only quotes articles (第三十一条规定…) has no 第一条 of its own."""
-    seen = set()
+    seen: set[str] = set()
     for line in doc.keep:
         for span in sentences(doc.text, line):
             seen.update(a for a in _FIRST_ARTICLES if doc.text.startswith(a, span.start))
@@ -161,7 +161,7 @@ def _units(doc: Document, outline: _Outline) -> list[_Sentence]:
         text = doc.text[line.start:line.end]
         if line.start in marked:
             level = (_level(text, outline) if outline is ARTICLES else None) or marked[line.start]
-            line_heading = (level, _marked_label(text, outline))
+            line_heading: tuple[int, str] | None = (level, _marked_label(text, outline))
         else:
             line_heading = heading_of(text, True, outline) if _is_title_line(text) else None
         if line_heading:

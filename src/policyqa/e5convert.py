@@ -215,7 +215,7 @@ def build_tokenizer(f: E5File, out_dir: str, max_len: int) -> Any:
         pre_tokenizers,
         processors,
     )
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import XLMRobertaTokenizerFast  # type: ignore[attr-defined]  # exported lazily
 
     rules = {chr(cp): dst for cp, dst in f.norm.items()}
     charsmap = build_precompiled_charsmap(rules)

@@ -282,6 +282,7 @@ class PassageEncoder:
         except Exception as exc:  # hub errors, missing files, bad configs: all "cannot load"
             raise ModelError(f"cannot load model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
         dim = self.model.get_embedding_dimension()
+        assert dim is not None, "a sentence-transformers model with a fixed output size"
         self.info = ModelInfo(name=name, fingerprint=fingerprint, dim=int(dim))
         prompts = self.model.prompts or {}
         self._passage_prompt = next((p for p in ("passage", "document") if p in prompts), None)

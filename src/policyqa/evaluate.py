@@ -160,7 +160,7 @@ def read_questions(path: Path) -> list[Question]:
 
 
 def _span_hit(q: Question, hits: list[Hit]) -> bool | None:
-    if q.answer_start is None or q.doc is None:
+    if q.answer_start is None or q.answer_end is None or q.doc is None:  # both ends or neither (load)
         return None
     length = q.answer_end - q.answer_start
     need = length if length < SHORT_ANSWER else length / 2
@@ -181,7 +181,7 @@ def passage_answer(gold: str, hits: list[Hit]) -> bool:
 
 def answer_overlap(q: Question, answer: Answer) -> float | None:
     """The share of the gold span's characters that answer sentences from its document cover."""
-    if q.answer_start is None:
+    if q.answer_start is None or q.answer_end is None:
         return None
     covered = np.zeros(q.answer_end - q.answer_start, dtype=bool)
     for s in answer.sentences:

@@ -65,6 +65,7 @@ class Topic:
         if part is None:
             self.question = text
             return None
+        assert self.question, "a follow-up part is only looked for with a topic"
         # The follow-up's words first: on the seed corpus this ranks the passages about
         # them above those about the topic alone, where topic-first does not.
         if mainly_chinese(part):

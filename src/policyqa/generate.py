@@ -131,7 +131,7 @@ class SentenceSplitter:
 
     def feed(self, text: str) -> list[str]:
         self.buffer += text
-        out = []
+        out: list[str] = []
         while True:
             cut = self._complete_end()
             if cut is None:
@@ -284,6 +284,7 @@ class Checker:
 
     def passage_vectors(self, n: int) -> np.ndarray:
         """The passage's vector and its sentences' vectors, one per row."""
+        assert self.encoder is not None, "only check() with an encoder measures similarity"
         if n not in self._vectors:
             text = self.hits[n - 1].text
             pieces = [text] + [text[s.start:s.end] for s in text_sentences(text) if len(text[s.start:s.end]) >= 8]
@@ -291,6 +292,7 @@ class Checker:
         return self._vectors[n]
 
     def similarity(self, sentence: str, cited: Iterable[int]) -> float:
+        assert self.encoder is not None, "only check() with an encoder measures similarity"
         v = np.asarray(self.encoder.query(sentence), dtype=np.float32)
         return max(float((self.passage_vectors(n) @ v).max()) for n in cited)
 

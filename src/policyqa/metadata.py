@@ -192,7 +192,7 @@ def _signature_issuer(tail: list[str]) -> str | None:
         if not before and i > 0:
             before = tail[i - 1]
         # One or more bodies separated by spaces, right before the date.
-        names = []
+        names: list[str] = []
         for word in reversed(before.split()):
             if not _is_agency(word):
                 break

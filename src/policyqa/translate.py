@@ -180,8 +180,8 @@ def build_table(vocab: set[str]) -> dict[str, dict[str, float]]:
         if kept:
             table[key] = kept
 
-    for key, chinese in GLOSSARY.items():
-        for rank, phrase in enumerate(chinese):
+    for key, phrases in GLOSSARY.items():
+        for rank, phrase in enumerate(phrases):
             for term in terms.words(phrase):  # as the index segments it
                 if term in vocab:
                     _add(table, key, term, GLOSSARY_STRENGTH - GLOSSARY_STEP * rank)
