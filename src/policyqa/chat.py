@@ -298,7 +298,8 @@ class Chat:
         ))
         if self.where:
             self.console.print(plain(f"Filter: {describe_filter(self.where)}.", "dim"))
-        self.console.print(Text("Ask a question in Chinese or English. /help lists commands; Ctrl-D leaves.", style="dim"))
+        self.console.print(Text("Ask a question in Chinese or English. /help lists commands; Ctrl-D leaves.",
+                                style="dim"))
 
 
 def describe_filter(where: Filter | None) -> str:
@@ -409,7 +410,8 @@ def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
                 traceback.print_exc()
             known = user_error(exc)
             message = str(known) if known else f"unexpected error: {type(exc).__name__}: {exc}"
-            chat.console.print(plain(f"error: {message.strip().splitlines()[0] if message.strip() else 'error'}", "red"))
+            first_line = message.strip().splitlines()[0] if message.strip() else "error"
+            chat.console.print(plain(f"error: {first_line}", "red"))
 
 
 def main(corpus: Path, index_dir: Path, store: Store, k: int, where: Filter | None, debug: bool,

@@ -213,7 +213,8 @@ def chunk_document(doc: Document) -> list[Chunk]:
         nonlocal current
         if current:
             start, end = current[0].start, current[-1].end
-            chunks.append(Chunk(doc.path, len(chunks), start, end, doc.text[start:end], current_section, page_of(start)))
+            chunks.append(Chunk(doc.path, len(chunks), start, end, doc.text[start:end], current_section,
+                                page_of(start)))
         current = []
 
     for unit in _units(doc, outline):

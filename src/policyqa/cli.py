@@ -232,7 +232,9 @@ def index_build(corpus: Path, index_dir: Path, model: str | None, engine: str | 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @engine_option
 @wait_option
-def index_update(corpus: Path, index_dir: Path, model: str | None, as_json: bool, engine: str | None, wait_s: float) -> None:
+def index_update(
+    corpus: Path, index_dir: Path, model: str | None, as_json: bool, engine: str | None, wait_s: float
+) -> None:
     """Bring the index in line with the corpus, embedding only new and changed files."""
     print_report(run_indexer(corpus, index_dir, model=model, engine=engine, wait_s=wait_s), as_json)
 
@@ -244,7 +246,9 @@ def index_update(corpus: Path, index_dir: Path, model: str | None, as_json: bool
 @click.option("--json", "as_json", is_flag=True, help="Print the update as one JSON object.")
 @engine_option
 @wait_option
-def index_add(paths: tuple[Path, ...], corpus: Path, index_dir: Path, as_json: bool, engine: str | None, wait_s: float) -> None:
+def index_add(
+    paths: tuple[Path, ...], corpus: Path, index_dir: Path, as_json: bool, engine: str | None, wait_s: float
+) -> None:
     """Copy files or folders (PATHS) into the corpus, then update the index."""
     from . import corpus as corpus_dir
 
@@ -446,7 +450,8 @@ def chat(ctx: click.Context, top_k: int, doc_glob: str | None, after: str | None
 
 @cli.command("eval")
 @click.argument("questions", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(5, 100), help="Passages ranked per question.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(5, 100),
+              help="Passages ranked per question.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @corpus_option
 @index_option

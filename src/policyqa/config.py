@@ -119,5 +119,6 @@ def _positive(found: dict[str, tuple[object, str]], key: str, default: float, ki
     except (TypeError, ValueError):
         number = 0
     if number <= 0:
-        raise ConfigError(f"{key} must be a positive {'whole ' if kind is int else ''}number (from {origin}): {value!r}")
+        whole = "whole " if kind is int else ""
+        raise ConfigError(f"{key} must be a positive {whole}number (from {origin}): {value!r}")
     return number

@@ -56,9 +56,11 @@ def _indexed_file_text(store: Store, corpus: Path, hit: Hit) -> tuple[str | None
 
 def _from_text(text: str, hit: Hit, note: str) -> Context:
     paragraphs = line_spans(text)
-    inside: list[int | None] = [i for i, p in enumerate(paragraphs) if p.end > hit.start and p.start < hit.end] or [None]
+    inside: list[int | None] = [i for i, p in enumerate(paragraphs)
+                                if p.end > hit.start and p.start < hit.end] or [None]
     start = paragraphs[max(0, inside[0] - AROUND_PARAGRAPHS)].start if inside[0] is not None else hit.start
-    end = paragraphs[min(len(paragraphs) - 1, inside[-1] + AROUND_PARAGRAPHS)].end if inside[-1] is not None else hit.end
+    end = (paragraphs[min(len(paragraphs) - 1, inside[-1] + AROUND_PARAGRAPHS)].end
+           if inside[-1] is not None else hit.end)
     lo, hi = max(min(start, hit.start), hit.start - AROUND_CHARS), min(max(end, hit.end), hit.end + AROUND_CHARS)
     return Context(
         text[lo:hit.start].rstrip(" \t"), hit.text, text[hit.end:hi].lstrip(" \t"), True, note, lo > start, hi < end

@@ -219,7 +219,8 @@ def build_tokenizer(f: E5File, out_dir: str, max_len: int) -> Any:
 
     rules = {chr(cp): dst for cp, dst in f.norm.items()}
     charsmap = build_precompiled_charsmap(rules)
-    bad = [cp for cp, dst in f.norm.items() if _darts_lookup(charsmap, chr(cp).encode()) != (len(chr(cp).encode()), dst)]
+    bad = [cp for cp, dst in f.norm.items()
+           if _darts_lookup(charsmap, chr(cp).encode()) != (len(chr(cp).encode()), dst)]
     if bad:
         raise RuntimeError(f"charsmap self-test failed for {len(bad)} codepoints")
 

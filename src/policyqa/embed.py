@@ -300,7 +300,9 @@ class PassageEncoder:
     def query(self, text: str) -> np.ndarray:
         return self._encode([text], self._query_prompt, 1)[0]
 
-    def _encode(self, texts: list[str], prompt_name: str | None, batch_size: int, bf16: bool | None = None) -> np.ndarray:
+    def _encode(
+        self, texts: list[str], prompt_name: str | None, batch_size: int, bf16: bool | None = None
+    ) -> np.ndarray:
         import torch
 
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16 if bf16 is None else bf16):

@@ -379,7 +379,8 @@ def respond(
     with Client(settings) as client:
         try:
             model = client.resolve_model()
-            return write(client.stream, model, answer, encoder, history, on_text, on_sentence, settings.max_tokens), None
+            written = write(client.stream, model, answer, encoder, history, on_text, on_sentence, settings.max_tokens)
+            return written, None
         except LLMError as exc:
             if settings.required:
                 raise

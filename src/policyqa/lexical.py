@@ -30,8 +30,8 @@ from .files import prune_generations, replaced
 from .terms import STOPWORDS, bigrams, is_han, words
 from .translate import TABLE_VERSION, load_table
 
-SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75, "method": "lucene",
-            "translations": TABLE_VERSION}
+SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75,
+            "method": "lucene", "translations": TABLE_VERSION}
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
 PREFIX = "lexical"

@@ -112,7 +112,8 @@ def read_document(path: Path, root: Path) -> Document:
         raise Unreadable(f"cannot read: {exc.strerror or exc}") from exc
     if not raw.strip():
         raise Unreadable("empty file")
-    doc = Document(path=relative_name(path, root), text="", title="", encoding="", content_hash=hashlib.sha256(raw).hexdigest())
+    doc = Document(path=relative_name(path, root), text="", title="", encoding="",
+                   content_hash=hashlib.sha256(raw).hexdigest())
     if suffix in TEXT_SUFFIXES:
         doc.text, doc.encoding = decode(raw)
         return doc

@@ -69,7 +69,8 @@ def describe(doc: Document) -> Meta:
 
 def _title(doc: Document) -> str:
     hint = (doc.hints.get("title") or "").strip()
-    junk = hint.lower().startswith(("microsoft word", "untitled", "wps")) or re.search(r"\.(docx?|pdf|wps)$", hint, re.I)
+    junk = (hint.lower().startswith(("microsoft word", "untitled", "wps"))
+            or re.search(r"\.(docx?|pdf|wps)$", hint, re.I))
     if hint and not junk and len(hint) <= TITLE_MAX_HINT:
         return hint
     return doc.title
@@ -82,7 +83,8 @@ def iso_date(text: str) -> str | None:
 
 
 def _iso(m: re.Match) -> str | None:
-    y, mo, d = (m.group("y"), m.group("m"), m.group("d")) if m.group("y") else (m.group("y2"), m.group("m2"), m.group("d2"))
+    y, mo, d = ((m.group("y"), m.group("m"), m.group("d")) if m.group("y")
+                else (m.group("y2"), m.group("m2"), m.group("d2")))
     year = int(y) if y.isdigit() else int("".join(str(_HAN_DIGIT.get(c, 0)) for c in y))
     month, day = _number(mo), _number(d)
     if not (1 <= month <= 12 and 1 <= day <= 31):

@@ -17,11 +17,11 @@ from rich.text import Text
 from .records import Answer, Hit, Meta
 
 if TYPE_CHECKING:
-    from .context import Context
-    from .evaluate import Report
     from rich.live import Live
     from rich.progress import TaskID
 
+    from .context import Context
+    from .evaluate import Report
     from .generate import Checked, Generated
 
 # What must not reach a terminal as itself: C0/C1 controls, DEL, lone surrogates (bytes

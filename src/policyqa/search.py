@@ -166,7 +166,8 @@ def checked_filter(
 ) -> Filter | None:
     """The Filter for these bounds, or None when there are none. Refuses malformed dates,
     an empty date range, and bounds that admit no indexed document."""
-    where = Filter(doc=doc, after=_iso_date("after date", after), before=_iso_date("before date", before), issuer=issuer)
+    where = Filter(doc=doc, after=_iso_date("after date", after), before=_iso_date("before date", before),
+                   issuer=issuer)
     if not where:
         return None
     if where.after and where.before and where.after > where.before:
