@@ -81,7 +81,8 @@ def main() -> None:
             pos_found = round(m["found"] * m["n"])
             neg_found = round((neg["wrongly_answered"] or 0) * neg["n"])
             print(f"| ncpqa {args.split} | {lang} | {m['n']} | {m['doc_hit@5']:.3f} | {m['passage_answer@5']:.3f} | "
-                  f"{m['answer_hit']:.3f} | {m['answer_overlap']:.3f} | {m['answer_chars'] or 0:.0f} | {m['found']:.3f} | "
+                  f"{m['answer_hit']:.3f} | {m['answer_overlap']:.3f} | {m['answer_chars'] or 0:.0f} | "
+                  f"{m['found']:.3f} | "
                   f"{neg_found}/{neg['n']} | {precision(pos_found, neg_found)} |", flush=True)
 
         seed = Searcher(Store.open(seed_index))

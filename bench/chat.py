@@ -2,8 +2,9 @@
 
 Answers go through exactly what chat runs for a typed question (Chat.handle: topic,
 answer.ask, render into a terminal-sized console), cycling through the seed questions so
-that no query vector is reused; one round first warms caches and is not counted. "compute" is the whole handle() call; embed/search/answer
-are answer.ask's own timings. The start-up figures are fresh processes.
+that no query vector is reused; one round first warms caches and is not counted. "compute"
+is the whole handle() call; embed/search/answer are answer.ask's own timings. The start-up
+figures are fresh processes.
 
     python bench/chat.py [--index DIR] [--corpus DIR] [--rounds 5] [--questions FILE]
 """
@@ -57,7 +58,8 @@ def main() -> None:
     from policyqa.chat import Chat
     from policyqa.cli import open_or_build
 
-    questions = [json.loads(line)["question"] for line in args.questions.read_text(encoding="utf-8").splitlines() if line]
+    questions = [json.loads(line)["question"]
+                 for line in args.questions.read_text(encoding="utf-8").splitlines() if line]
     t0 = time.perf_counter()
     store = open_or_build(args.corpus, args.index)
     console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system="standard")
@@ -86,7 +88,8 @@ def main() -> None:
     everything = [v for vs in per_question.values() for v in vs]
     print(f"index {args.index}: {store.counts()[0]} documents, {store.counts()[1]} chunks; "
           f"{len(questions)} questions x {args.rounds} rounds; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"in-process: index open + banner {ready:.0f} ms; first answer {first:.0f} ms (torch imported: {torch_loaded})")
+    print(f"in-process: index open + banner {ready:.0f} ms; first answer {first:.0f} ms "
+          f"(torch imported: {torch_loaded})")
     print(f"warm compute per question (ms): p50 {statistics.median(everything):.1f}  "
           f"p95 {percentile(everything, 95):.1f}  max {max(everything):.1f}")
     print("  of which (p50 ms): " + "  ".join(f"{k} {statistics.median(v):.1f}" for k, v in parts.items()))

@@ -177,7 +177,8 @@ def main() -> None:
         index = Path(tmp) / "index"
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         subprocess.run([sys.executable, "-m", "policyqa", "index", "build", "--corpus", str(ROOT / "corpus"),
-                        "--index", str(index)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        "--index", str(index)],
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cold_ask(index, args.runs)
         warm_latency(index)
     if not args.skip_build:

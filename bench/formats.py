@@ -42,7 +42,8 @@ def import_ms(module: str) -> float:
 def make_files(folder: Path, n: int) -> dict[str, Path]:
     # Numbered: trafilatura collapses identical long paragraphs of a page into one.
     paragraphs = [f"{i + 1}. {PARAGRAPH}" for i in range(n)]
-    body = "".join(f"<h2>第{i // 10 + 1}节</h2><p>{p}</p>" if i % 10 == 0 else f"<p>{p}</p>" for i, p in enumerate(paragraphs))
+    body = "".join(f"<h2>第{i // 10 + 1}节</h2><p>{p}</p>" if i % 10 == 0 else f"<p>{p}</p>"
+                   for i, p in enumerate(paragraphs))
     html = folder / "page.html"
     html.write_text(f"<html><head><title>bench</title></head><body><nav><a href='/'>首页</a></nav>"
                     f"<article><h1>技术转移若干政策</h1>{body}</article><footer>版权所有</footer></body></html>",

@@ -203,7 +203,8 @@ for q in questions:
     times.append((time.perf_counter() - t) * 1000)
 encoder = query_encoder(store.model_info())
 qv = np.stack([encoder.query(q) for q in recall_questions]).astype(np.float32)
-rows = store.conn.execute("SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.embed_hash ORDER BY c.id")
+rows = store.conn.execute(
+    "SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.embed_hash ORDER BY c.id")
 ids, blobs = zip(*rows)
 ids = np.array(ids, dtype=np.int64)
 x = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
@@ -250,7 +251,8 @@ def one_size(n: int, work: Path, real_index: Path, timeout: float, say) -> dict:
         fh.write("\n第九十九条 本办法由市人民政府负责解释，相关部门应当于每年十二月底前报告实施情况。\n")
     updated, update_s, _, update_rss = child(BUILD.format(corpus=str(corpus), index=str(index)), timeout)
     assert updated["updated"] == 1 and updated["embedded"] >= 1, updated
-    say(f"{n}: one-document update ({updated['embedded']} chunks embedded) {update_s:.1f} s, peak RSS {update_rss:.0f} MB")
+    say(f"{n}: one-document update ({updated['embedded']} chunks embedded) {update_s:.1f} s, "
+        f"peak RSS {update_rss:.0f} MB")
 
     store = Store.open(index)
     disk = store.size_bytes()
@@ -312,7 +314,8 @@ def main() -> int:
         v = r["vectors"]
         kind = v["kind"] + (f" nlist {v['nlist']} nprobe {v['nprobe']} build recall {v['recall_at_10']:.3f}"
                             if v["kind"] == "ivf" else "")
-        print("| " + " | ".join(str(r[k]) for k in KEYS) + f" | {kind} | {r['dense_index_ms']} / {r['dense_exact_ms']} |")
+        print("| " + " | ".join(str(r[k]) for k in KEYS)
+              + f" | {kind} | {r['dense_index_ms']} / {r['dense_exact_ms']} |")
     return 0
 
 

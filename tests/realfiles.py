@@ -32,8 +32,9 @@ HTML = """<!DOCTYPE html>
 <li><a href="/a2">关于开展2015年度科技项目申报的通知</a></li></ul></aside>
 <footer><p>版权所有：成都市科学技术局 地址：成都市高新区天府大道 蜀ICP备12345678号</p><p>网站地图 | 联系我们</p></footer>
 </body></html>
-"""
-HTML_NOISE = ("新闻中心", "办事服务大厅", "当前位置", "网友甲", "提交评论", "成都市科技局召开年度工作会议", "蜀ICP备", "网站地图")
+"""  # noqa: E501  (a page's lines as a site serves them)
+HTML_NOISE = ("新闻中心", "办事服务大厅", "当前位置", "网友甲", "提交评论", "成都市科技局召开年度工作会议",
+              "蜀ICP备", "网站地图")
 
 GBK_TEXT = """四川省人民政府办公厅关于推进知识产权质押融资的通知
 川办发〔2018〕20号
@@ -53,7 +54,8 @@ BIG5_TEXT = """臺北市產業發展獎勵補助要點
 2019年7月1日
 """
 
-UTF16_TEXT = "# 重庆市科技创新券管理办法\r\n\r\n一、创新券面额\r\n每张科技创新券面额最高为10万元，用于购买检验检测服务。\r\n"
+UTF16_TEXT = ("# 重庆市科技创新券管理办法\r\n\r\n一、创新券面额\r\n"
+              "每张科技创新券面额最高为10万元，用于购买检验检测服务。\r\n")
 
 PDF_PAGES = [
     ["关于支持技术转移的若干政策", "成财教〔2017〕45号", "各区（市）县财政局、科技局：",
@@ -75,7 +77,8 @@ def write_docx(path: Path) -> None:
     d.add_heading("场地要求", level=2)
     d.add_paragraph("各类孵化器的最低场地面积如下表所示。")
     table = d.add_table(rows=3, cols=2)
-    for row, cells in zip(table.rows, [("孵化器类型", "最低场地面积"), ("综合孵化器", "3000平方米"), ("专业孵化器", "2000平方米")]):
+    rows = [("孵化器类型", "最低场地面积"), ("综合孵化器", "3000平方米"), ("专业孵化器", "2000平方米")]
+    for row, cells in zip(table.rows, rows):
         for cell, text in zip(row.cells, cells):
             cell.text = text
     d.add_heading("支持措施", level=1)

@@ -90,7 +90,8 @@ def test_answers_from_real_documents_are_slices_with_every_list_item():
             if not (s.intro and hit.start <= st.start + s.start < hit.end):
                 continue
             question = st.text[s.start:s.end]
-            answer = compose(question, [hit], coverage=lambda h: 1.0, around=lambda h, rows=rows: stretch_of(h, rows))
+            answer = compose(question, [hit], coverage=lambda h: 1.0,
+                             around=lambda h, rows=rows: stretch_of(h, rows))
             # An introduction whose list is not there (a document's last line) is never shown.
             if any(a.start == st.start + s.start for a in answer.sentences):
                 assert list_items(st.text, sentences, i), (doc.path, question)

@@ -195,7 +195,8 @@ def test_chat_reads_piped_lines(files):
 
 def test_filter_restricts_the_session_and_can_be_lifted(files):
     corpus, index, home = files
-    lines = f"/filter doc=chengdu*\n{PANDA_QUESTION}\n/status\n/filter after=2020-13-01\n/filter off\n{PANDA_QUESTION}\n"
+    lines = (f"/filter doc=chengdu*\n{PANDA_QUESTION}\n/status\n/filter after=2020-13-01\n/filter off\n"
+             f"{PANDA_QUESTION}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "policyqa", "chat", "--corpus", str(corpus), "--index", str(index)],
         input=lines, env=cli_env(POLICYQA_HOME=str(home)), capture_output=True, text=True, encoding="utf-8",

@@ -135,7 +135,8 @@ def test_word_zip_bombs_are_skipped_with_a_reason(indexed):
     paragraphs = word_file(corpus / "paragraphs.docx", b"<w:p/>" * (MAX_BLOCKS + 1000))
     unpacked = word_file(corpus / "unpacked.docx", extra=("word/media/blank.bin", MAX_UNPACKED + (1 << 20)))
     assert paragraphs.stat().st_size < 100_000 and unpacked.stat().st_size < 200_000, "small files"
-    word_file(corpus / "fine.docx", "<w:p><w:r><w:t>熊猫基地专项补贴资金为每年3000万元。</w:t></w:r></w:p>".encode() * 3)
+    word_file(corpus / "fine.docx",
+              "<w:p><w:r><w:t>熊猫基地专项补贴资金为每年3000万元。</w:t></w:r></w:p>".encode() * 3)
     proc = run_cli("index", "update", "--corpus", str(corpus), "--index", str(index), timeout=120, **NANO)
     assert proc.returncode == 0, proc.stderr
     skipped = {s["doc"]: s["reason"] for s in status_json(corpus, index)["skipped"]}
@@ -255,8 +256,9 @@ def test_ctrl_c_while_starting_up_prints_no_traceback(tmp_path):
     its traceback holds no frame of policyqa."""
     ours = 0
     for delay in [0.03 + 0.03 * n for n in range(10)]:
-        proc = subprocess.Popen([sys.executable, "-m", "policyqa", "index", "status", "--index", str(tmp_path / "none")],
-                                env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "policyqa", "index", "status", "--index", str(tmp_path / "none")],
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

