@@ -179,18 +179,16 @@ class Chat:
         if not self.llm or not answer.found:
             return None
         from .generate import Turn, respond
-        from .render import EXTRACTIVE_HEADING, WrittenView, failure_line
+        from .render import show_written
 
-        with WrittenView(self.console, self.llm.model) as view:
-            encoder = self.search.run(lambda searcher: searcher.encoder)
-            generated, failure = respond(self.llm, answer, encoder, self.turns, view.text, view.sentence)
-        if failure:
-            self.console.print(failure_line(failure), soft_wrap=True)
-        else:
-            assert generated is not None, "respond returns a failure or what was written"
-            view.finish(generated)
+        llm, turns = self.llm, self.turns
+        encoder = self.search.run(lambda searcher: searcher.encoder)
+        generated, heading = show_written(
+            self.console, self.console, llm.model,
+            lambda on_text, on_sentence: respond(llm, answer, encoder, turns, on_text, on_sentence))
+        if generated is not None:
             self.turns.append(Turn(answer.question, generated.text))
-        return EXTRACTIVE_HEADING
+        return heading
 
     # ---- commands ---------------------------------------------------------------------
     def help(self, arg: str) -> None:

@@ -391,20 +391,15 @@ def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str |
         click.echo(notice, err=True)
     searcher = Searcher(store)
     result = answer_question(searcher, question, top_k, where=where)
-    generated = heading = None
+    generated, heading = None, None
     if settings and result.found:
         from .generate import respond
-        from .render import EXTRACTIVE_HEADING, WrittenView, failure_line
+        from .render import show_written
 
-        console = _stdout_console()
-        with WrittenView(console, settings.model) as view:
-            generated, failure = respond(settings, result, searcher.encoder, on_text=None if as_json else view.text,
-                                         on_sentence=None if as_json else view.sentence)
-        if failure:
-            _stderr_console().print(failure_line(failure), soft_wrap=True)
-        elif not as_json:
-            view.finish(generated)
-        heading = EXTRACTIVE_HEADING
+        generated, heading = show_written(
+            _stdout_console(), _stderr_console(), settings.model,
+            lambda on_text, on_sentence: respond(settings, result, searcher.encoder, (), on_text, on_sentence),
+            live=not as_json)
     if as_json:
         from .render import answer_json
 

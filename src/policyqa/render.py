@@ -8,6 +8,7 @@ terminal.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
@@ -330,6 +331,22 @@ class WrittenView:
             self.console.print(Text("Stopped; the sentences above are what was written.", style="yellow"))
         elif generated is not None and not generated.sentences:
             self.console.print(Text("The model wrote no sentence.", style="yellow"))
+
+
+def show_written(console: Console, failures: Console, model: str | None,
+                 run: Callable[[Callable[[str], None] | None, Callable[[Checked], None] | None],
+                               tuple[Generated | None, str | None]],
+                 live: bool = True) -> tuple[Generated | None, str]:
+    """Stream a written answer: `run(on_text, on_sentence)` is generate.respond bound to its
+    question (both callbacks None when not `live`, e.g. for --json). A failure is one line
+    on `failures`. Returns what was written and the heading for the quoted answer below it."""
+    with WrittenView(console, model) as view:
+        generated, failure = run(view.text, view.sentence) if live else run(None, None)
+    if failure:
+        failures.print(failure_line(failure), soft_wrap=True)
+    elif live:
+        view.finish(generated)
+    return generated, EXTRACTIVE_HEADING
 
 
 class BuildProgress:
