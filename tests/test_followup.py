@@ -33,13 +33,28 @@ def test_standalone_questions_are_not_follow_ups(typed):
     assert follow_up_part(typed) is None
 
 
+def _asked(topic: Topic, text: str) -> str | None:
+    """What chat searches for `text`, once it has been answered."""
+    searched = topic.query_for(text)
+    topic.answered(text)
+    return searched
+
+
 def test_topic_stays_on_the_last_standalone_question():
     topic = Topic()
-    assert topic.query_for("what about debt financing?") is None, "no topic yet: it stands alone"
-    assert topic.query_for("天使投资引导资金规模多大") is None
-    assert topic.query_for("那贷款呢？") == "贷款（天使投资引导资金规模多大）"
-    assert topic.query_for("what about debt financing?") == "debt financing (天使投资引导资金规模多大)"
-    assert topic.query_for("成都技术转移集团注册资本是多少") is None
+    assert _asked(topic, "what about debt financing?") is None, "no topic yet: it stands alone"
+    assert _asked(topic, "天使投资引导资金规模多大") is None
+    assert _asked(topic, "那贷款呢？") == "贷款（天使投资引导资金规模多大）"
+    assert _asked(topic, "what about debt financing?") == "debt financing (天使投资引导资金规模多大)"
+    assert _asked(topic, "成都技术转移集团注册资本是多少") is None
     assert topic.question == "成都技术转移集团注册资本是多少"
     topic.clear()
-    assert topic.query_for("那贷款呢？") is None
+    assert _asked(topic, "那贷款呢？") is None
+
+
+def test_a_question_not_answered_does_not_become_the_topic():
+    topic = Topic()
+    _asked(topic, "天使投资引导资金规模多大")
+    assert topic.query_for("成都技术转移集团注册资本是多少") is None  # then cancelled: never answered
+    assert topic.question == "天使投资引导资金规模多大"
+    assert topic.query_for("那贷款呢？") == "贷款（天使投资引导资金规模多大）"

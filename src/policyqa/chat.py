@@ -168,6 +168,7 @@ class Chat:
         searched = self.topic.query_for(question)
         k, where = self.k, self.where
         answer = self.search.run(lambda searcher: ask(searcher, question, k, searched=searched, where=where))
+        self.topic.answered(question)
         self.query = searched or question
         self.shown = list(answer.hits)
         self.last_timings = answer.timings_ms

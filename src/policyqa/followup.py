@@ -60,10 +60,9 @@ class Topic:
 
     def query_for(self, text: str) -> str | None:
         """The query to search for `text` when it differs from `text` (a follow-up), else
-        None; a question that is not a follow-up becomes the new topic."""
+        None. The topic is not changed: see `answered`."""
         part = follow_up_part(text) if self.question else None
         if part is None:
-            self.question = text
             return None
         assert self.question, "a follow-up part is only looked for with a topic"
         # The follow-up's words first: on the seed corpus this ranks the passages about
@@ -71,6 +70,12 @@ class Topic:
         if mainly_chinese(part):
             return f"{part}（{self.question.rstrip(_TRIM)}）"
         return f"{part} ({self.question.rstrip(_TRIM)})"
+
+    def answered(self, text: str) -> None:
+        """`text` was answered: unless it was a follow-up, it is the topic now. (Only then: a
+        question the user cancelled does not become what the next follow-up is about.)"""
+        if self.query_for(text) is None:
+            self.question = text
 
     def clear(self) -> None:
         self.question = None
