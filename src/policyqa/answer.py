@@ -8,9 +8,12 @@ sentence, and a passage's cut edges completed from the document's neighbouring
 passages); a heading is never the answer on its own, and a sentence that introduces a
 list (…：, 如下, 包括) comes with its items.
 
-Which sentence answers: the question's keywords it contains (IDF-weighted bigrams, the
-English question's translation for an English question), whether it states what the
-question asks for (an amount, a date, a count, a body), and the rank of its passage.
+Which sentence answers: the question's keywords it contains (IDF-weighted bigrams; for an
+English question its translation's weighted Chinese terms), whether it states what the
+question asks for (an amount, a date, a count, a body), and the rank of its passage (for
+an English question also graded by the passage's score, and the sentence opening its
+passage). Sentence embeddings at ask time were measured and left out: on NCPQA dev they
+picked no better than the keywords for English questions, at ~30-50 ms of CPU a sentence.
 bench/answers.py prints how often the answer holds the gold answer.
 """
 from __future__ import annotations
@@ -59,6 +62,12 @@ MIN_SENTENCE_CHARS = 6
 TOP_PASSAGE_BONUS = 0.1
 CUE_BONUS = 0.3  # a sentence stating what the question asks for (an amount, a date, ...)
 SECOND_SENTENCE_RATIO = 0.7
+# A translated (English) question: its keyword evidence is weaker (bench/answers.py), so its
+# passages' rank and a sentence's opening place in its passage count too, and a second
+# answering sentence from another passage comes with the first more readily.
+PASSAGE_WEIGHT = 0.2
+LEAD_BONUS = 0.1
+SECOND_RATIO_TRANSLATED = 0.5
 # An answer often spans a few sentences of one paragraph: the sentences after the answer
 # that continue its paragraph come with it, up to this much text in all.
 PARAGRAPH_CHARS = 250
@@ -202,7 +211,7 @@ def ask(
     # new, the searched topic would pick the previous answer again. An English question
     # shares no words with Chinese sentences; its translation does.
     plan = found.plan if query == question else searcher.plan(question)
-    keywords = " ".join(plan.terms) if plan.translated and plan.terms else None
+    keywords = dict(plan.terms) if plan.translated and plan.terms else None
     documents: dict[str, list[ChunkRow]] = {}
 
     def around(hit: Hit) -> Stretch:
@@ -247,10 +256,11 @@ def cosine(hit: Hit) -> float:
     return hit.scores.get("dense", hit.score)
 
 
-def compose(question: str, hits: list[Hit], searched: str | None = None, keywords: str | None = None,
+def compose(question: str, hits: list[Hit], searched: str | None = None, keywords: str | dict[str, float] | None = None,
             coverage: Callable[[Hit], float | None] | None = None,
             around: Callable[[Hit], Stretch] | None = None, asked: list[str] | None = None) -> Answer:
-    """`keywords`: what answering sentences are matched with, when not the question itself;
+    """`keywords`: what answering sentences are matched with, when not the question itself
+    (a dict: the weighted Chinese terms of a translated question);
     `coverage`: a passage's share of the question's keywords (None: not known); `around`:
     the document text around a passage (None: the passage alone); `asked`: a Chinese
     question's words that the answer must mostly contain (None: no such test)."""
@@ -305,23 +315,30 @@ def _cues(question: str) -> list[re.Pattern]:
     return [states for asks, states in CUES if asks.search(question)]
 
 
-def _pick(question: str, keywords: str, hits: list[Hit],
+def _pick(question: str, keywords: str | dict[str, float], hits: list[Hit],
           around: Callable[[Hit], Stretch] | None) -> list[AnswerSentence]:
     cands = _candidates(hits, around)
     if not cands:
         return []
-    q = set(bigrams(keywords))
+    translated = isinstance(keywords, dict)
+    # The bigrams shared with the question also say whether a sentence restates it (_leads).
+    q = set(bigrams(" ".join(keywords) if isinstance(keywords, dict) else keywords))
     sets = [set(bigrams(c.text)) for c in cands]
-    df: dict[str, int] = {}
-    for s in sets:
-        for t in s:
-            df[t] = df.get(t, 0) + 1
-    idf = {t: math.log(1 + len(sets) / df.get(t, 1)) for t in q}
-    lexical = np.array([sum(idf[t] for t in q & s) for s in sets])
+    if isinstance(keywords, dict):
+        lexical = _weighted_terms(keywords, [normalized(c.text) for c in cands])
+    else:
+        df: dict[str, int] = {}
+        for s in sets:
+            for t in s:
+                df[t] = df.get(t, 0) + 1
+        idf = {t: math.log(1 + len(sets) / df.get(t, 1)) for t in q}
+        lexical = np.array([sum(idf[t] for t in q & s) for s in sets])
     cues = _cues(question)
     scores = (lexical / max(lexical.max(), 1e-9)
               + np.array([TOP_PASSAGE_BONUS * (c.citation == 1) for c in cands])
               + np.array([CUE_BONUS * any(p.search(c.text) for p in cues) for c in cands]))
+    if translated:
+        scores += _translated_evidence(hits, cands)
     order = [int(i) for i in np.argsort(-scores, kind="stable")]
     extents = {}
     for i in order:
@@ -334,7 +351,7 @@ def _pick(question: str, keywords: str, hits: list[Hit],
     c0 = cands[first]
     picked = [(c0, extents[first])]
     for i in order[len(extents):]:
-        if scores[i] < SECOND_SENTENCE_RATIO * scores[first]:
+        if scores[i] < (SECOND_RATIO_TRANSLATED if translated else SECOND_SENTENCE_RATIO) * scores[first]:
             break
         c = cands[i]
         indexes = _extent(c, q & sets[i], sets[i])
@@ -349,6 +366,30 @@ def _pick(question: str, keywords: str, hits: list[Hit],
             break
     out = [a for c, indexes in picked for a in _pieces(c, indexes)]
     return sorted(out, key=lambda a: (a.citation, a.start))
+
+
+def _weighted_terms(terms: dict[str, float], texts: list[str]) -> np.ndarray:
+    """Each text's translated terms, by their weight in the translation and how few of
+    the texts contain them: the weights say which sense of an English word the passages
+    use, which the bigrams of all the senses joined together lose."""
+    out = np.zeros(len(texts))
+    for term, weight in terms.items():
+        has = np.array([term in t for t in texts])
+        if weight > 0 and has.any():
+            out += has * weight * math.log(1 + len(texts) / has.sum())
+    return out
+
+
+def _translated_evidence(hits: list[Hit], cands: list[_Candidate]) -> np.ndarray:
+    """What else says which sentence answers a translated question, whose keywords are
+    a dictionary's guesses: how well its passage ranked (the fused score, scaled over the
+    candidates' passages) and whether it opens its passage (a passage found for the
+    question most often begins with what it is found for)."""
+    fused = np.array([hits[c.citation - 1].score for c in cands])
+    spread = fused.max() - fused.min()
+    rank = (fused - fused.min()) / spread if spread > 0 else np.zeros(len(cands))
+    opens = np.array([c.index == min(d.index for d in cands if d.citation == c.citation) for c in cands])
+    return PASSAGE_WEIGHT * rank + LEAD_BONUS * opens
 
 
 def _extent(c: _Candidate, shared: set[str], own: set[str]) -> list[int]:
