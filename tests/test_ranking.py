@@ -170,3 +170,12 @@ def test_an_english_question_picks_the_sentence_with_its_weightier_translated_te
 
     assert picked({"蓝莓": 2.0, "补贴": 1.0})[0] == "对蓝莓种植户每亩补贴三百元。"
     assert picked({"财政局": 2.0, "蓝莓": 0.5})[0] == "补贴资金由市财政局拨付。"
+
+
+def test_a_chinese_question_asking_how_much_is_not_answered_by_sentences_stating_no_amount():
+    asked = ["蓝莓", "补贴"]
+    vague = [_hit(1, "市财政安排资金，对蓝莓种植户给予补贴。", 0.95)]
+    stated = [_hit(1, "对蓝莓种植户每亩补贴三百元。", 0.95)]
+    assert not compose("蓝莓种植户补贴多少钱", vague, coverage=lambda h: 1.0, asked=asked).found
+    assert compose("蓝莓种植户补贴多少钱", stated, coverage=lambda h: 1.0, asked=asked).found
+    assert compose("蓝莓种植户补贴由谁拨付", vague, coverage=lambda h: 1.0, asked=asked).found  # no amount asked
