@@ -135,3 +135,47 @@ def test_the_answer_is_the_sentence_that_shares_the_question_words():
     assert [s.text for s in answer.sentences] == ["对蓝莓种植户每亩补贴三百元。"]
     s = answer.sentences[0]
     assert s.citation == 1 and text[s.start - 100:s.end - 100] == s.text  # document offsets
+
+
+def test_question_words_are_not_words_the_corpus_lacks(fake_index):
+    searcher = Searcher(fake_index)
+    bare = searcher.search("科技企业贷款贴息", 3)
+    asked = searcher.search("科技企业贷款贴息是什么政策", 3)
+    assert bare.hits[0].doc == asked.hits[0].doc == "loans.txt"
+    assert asked.coverage(asked.hits[0]) == pytest.approx(bare.coverage(bare.hits[0]))
+    # a word the corpus does not use still counts against the passage
+    other = searcher.search("科技企业贷款贴息网约车", 3)
+    assert other.coverage(other.hits[0]) < bare.coverage(bare.hits[0])
+
+
+def test_an_english_question_is_found_by_coverage_and_how_far_its_top_passage_stands_out():
+    question = "how much is the subsidy for blueberry growers"
+    text = "对蓝莓种植户每亩补贴三百元。"
+    standing_out = [_hit(1, text, 0.88)] + [_hit(n, text, 0.86) for n in range(2, 6)]
+    level = [_hit(n, text, 0.88) for n in range(1, 6)]
+    assert compose(question, standing_out, coverage=lambda h: 0.2).found
+    assert not compose(question, level, coverage=lambda h: 0.2).found  # nothing singles the top passage out
+    assert compose(question, level, coverage=lambda h: 0.6).found  # its words are there
+    low = [_hit(n, text, 0.80) for n in range(1, 6)]
+    assert not compose(question, low, coverage=lambda h: 1.0).found  # below the cosine floor
+
+
+def test_an_english_question_picks_the_sentence_with_its_weightier_translated_terms():
+    text = "补贴资金由市财政局拨付。对蓝莓种植户每亩补贴三百元。"
+    hit = _hit(1, text, 0.95)
+
+    def picked(keywords: dict[str, float]) -> list[str]:
+        answer = compose("blueberry growers finance bureau", [hit], keywords=keywords, coverage=lambda h: 1.0)
+        return [s.text for s in answer.sentences]
+
+    assert picked({"蓝莓": 2.0, "补贴": 1.0})[0] == "对蓝莓种植户每亩补贴三百元。"
+    assert picked({"财政局": 2.0, "蓝莓": 0.5})[0] == "补贴资金由市财政局拨付。"
+
+
+def test_a_chinese_question_asking_how_much_is_not_answered_by_sentences_stating_no_amount():
+    asked = ["蓝莓", "补贴"]
+    vague = [_hit(1, "市财政安排资金，对蓝莓种植户给予补贴。", 0.95)]
+    stated = [_hit(1, "对蓝莓种植户每亩补贴三百元。", 0.95)]
+    assert not compose("蓝莓种植户补贴多少钱", vague, coverage=lambda h: 1.0, asked=asked).found
+    assert compose("蓝莓种植户补贴多少钱", stated, coverage=lambda h: 1.0, asked=asked).found
+    assert compose("蓝莓种植户补贴由谁拨付", vague, coverage=lambda h: 1.0, asked=asked).found  # no amount asked
