@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 
 PREFIX_ENV = "POLICYQA_MILVUS_PREFIX"  # collection names: PREFIX_chunks, ...
 TOKEN_ENV = "POLICYQA_MILVUS_TOKEN"  # "user:password" or an API key
+TIMEOUT_ENV = "POLICYQA_MILVUS_TIMEOUT"  # seconds to wait for a server to answer a connection
 CONNECT_TIMEOUT_S = 10.0
 BATCH = 1000  # ids or rows per request: Milvus caps a message at 64 MB and a query window at 16384
 SCAN_BATCH = 4096
@@ -143,17 +145,21 @@ def connect(where: MilvusLocation, create: bool) -> _Client:
             raise NoIndex(f"no index in {uri}")
         if not path.parent.is_dir():
             raise MilvusUnavailable(f"cannot create the Milvus file {uri}: {path.parent} is not a directory")
-    from pymilvus import MilvusClient
-    from pymilvus.exceptions import MilvusException
+    with warnings.catch_warnings():
+        # milvus-lite 2.5 imports pkg_resources (when a client first opens a file), which warns
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
 
-    # after the import, which configures its loggers: its connection errors are ours to say, once
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-
-    try:
-        client = MilvusClient(uri=str(Path(uri).resolve()) if is_lite(uri) else uri,
-                              token=os.environ.get(TOKEN_ENV, ""), timeout=CONNECT_TIMEOUT_S)
-    except MilvusException as exc:
-        raise MilvusUnavailable(f"cannot connect to Milvus at {uri}: {_first_line(exc)}") from None
+        # after the import, which configures its loggers: its connection errors are ours to say, once
+        for name in ("pymilvus", "pymilvus.milvus_client"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        try:
+            client = MilvusClient(uri=str(Path(uri).resolve()) if is_lite(uri) else uri,
+                                  token=os.environ.get(TOKEN_ENV, ""),
+                                  timeout=float(os.environ.get(TIMEOUT_ENV) or CONNECT_TIMEOUT_S))
+        except MilvusException as exc:
+            raise MilvusUnavailable(f"cannot connect to Milvus at {uri}: {_first_line(exc)}") from None
     return _Client(client, where)
 
 
