@@ -197,15 +197,16 @@ def test_every_backend_ranks_as_the_local_store(opened, local_searcher):
     searcher = Searcher(store)
     for question in QUESTIONS:
         for where in (None, Filter(doc="*.txt", after="2021-06-01")):
+            # passages of equal score may come in either order (a server's ANN index)
             got, want = (
-                [(h.doc, h.start, h.end, round(h.score, 3)) for h in s.search(question, 6, where=where).hits]
+                sorted((-round(h.score, 3), h.doc, h.start, h.end) for h in s.search(question, 6, where=where).hits)
                 for s in (searcher, local_searcher))
             assert got == want, question
     # the keyword index is this machine's cache of what Milvus holds: without it, rebuilt
     shutil.rmtree(store.dir)
     fresh = Searcher(store)
-    assert [h.chunk_id for h in fresh.search(QUESTIONS[0], 6).hits] == \
-        [h.chunk_id for h in local_searcher.search(QUESTIONS[0], 6).hits]
+    assert [h.text for h in fresh.search(QUESTIONS[0], 3).hits] == \
+        [h.text for h in local_searcher.search(QUESTIONS[0], 3).hits]
 
 
 def test_update_embeds_only_the_changed_document_and_removes_a_deleted_one(fresh):
@@ -268,7 +269,8 @@ def test_a_writer_killed_mid_commit_is_repaired_by_the_next_update(tmp_path):
 def test_an_unusable_store_is_one_line_and_a_failure(uri, message, tmp_path):
     uri, message = uri.format(tmp=tmp_path), message.format(tmp=tmp_path)
     proc = subprocess.run([sys.executable, "-m", "policyqa", "ask", "补贴", "--store", uri], cwd=CLI_CWD,
-                          env=cli_env(POLICYQA_MILVUS_TIMEOUT="1"), capture_output=True, text=True, encoding="utf-8", timeout=120)
+                          env=cli_env(POLICYQA_MILVUS_TIMEOUT="1"), capture_output=True, text=True, encoding="utf-8",
+                          timeout=120)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"policyqa: error: {message}"), proc.stderr
