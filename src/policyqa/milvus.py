@@ -3,8 +3,8 @@ collections through pymilvus, for libraries that outgrow one machine.
 
 Owns: the collections (NAME_chunks: passage, place in its document and vector;
 NAME_documents: each document's hash, metadata and chunk-id range; NAME_meta: model,
-generation, skipped files; NAME_pending: vectors embedded but not committed yet, so an
-interrupted update resumes), the dense search with Milvus filters, and the local cache of
+generation, skipped files; NAME_pending: vectors embedded, or reused from a row of the
+same text, and not committed yet, so an interrupted update resumes), the dense search with Milvus filters, and the local cache of
 the keyword index. pymilvus is imported here only, when a Milvus URI is used.
 
 The same contracts as store.Store, by the same code above the seam (backend.IndexStore):
@@ -258,6 +258,9 @@ class MilvusStore:
         store = cls(where, connect(where, create=False))
         if not store.client.has_collection(store.meta_name):
             raise NoIndex(f"no index in {where}")
+        for name in (store.meta_name, store.docs, store.chunks):  # a server may have released them
+            if store.client.has_collection(name):
+                store.client.load_collection(name)
         if store.meta().get("format") != str(FORMAT):
             raise StoreError(f"the index in {where} has an incompatible format; rebuild it with "
                              f"`policyqa index build --store {where}`")
@@ -468,10 +471,8 @@ class MilvusStore:
         return sorted(rows, key=lambda r: r.start)
 
     def documents(self) -> list[DocumentRow]:
-        rows = self._document_rows()
-        full = {r["path"]: r for r in self._scan(self.docs, ["path", "content_hash"])}
-        return [DocumentRow(p, d["title"], full[p]["content_hash"], d["chars"], d["last_id"] - d["first_id"] + 1,
-                            _meta(d["title"], d["meta"])) for p, d in sorted(rows.items()) if p in full]
+        return [DocumentRow(p, d["title"], d["content_hash"], d["chars"], d["last_id"] - d["first_id"] + 1,
+                            _meta(d["title"], d["meta"])) for p, d in sorted(self._document_rows().items())]
 
     def document_meta(self) -> dict[str, Meta]:
         return {p: _meta(d["title"], d["meta"]) for p, d in self._document_rows().items()}
@@ -521,6 +522,10 @@ class MilvusStore:
         return self.generation() == 0 or bool(self.damaged())
 
     def cached_vectors(self, hashes: Iterable[str]) -> set[str]:
+        """Which of these hashes have a vector: pending, or in a chunk row of the same text,
+        whose vector is copied to the pending ones here so that commit() reads only those.
+        (milvus-lite 2.5 can fail to return a vector from a growing segment that has seen
+        deletes: those are reported missing and embedded again.)"""
         wanted = list(dict.fromkeys(hashes))
         found: set[str] = set()
         if self.client.has_collection(self.pending):
@@ -528,8 +533,15 @@ class MilvusStore:
         rest = [h for h in wanted if h not in found]
         if rest and self.client.has_collection(self.chunks):
             for i in range(0, len(rest), BATCH):
-                found |= {r["embed_hash"] for r in self.client.query(
-                    self.chunks, filter=_in("embed_hash", rest[i:i + BATCH]), output_fields=["embed_hash"])}
+                try:
+                    rows = self.client.query(self.chunks, filter=_in("embed_hash", rest[i:i + BATCH]),
+                                             output_fields=["embed_hash", "vector"])
+                except MilvusUnavailable:
+                    continue
+                reused = {r["embed_hash"]: r["vector"] for r in rows}
+                if reused:
+                    self.cache_vectors(list(reused), np.array(list(reused.values()), dtype=np.float32))
+                    found |= set(reused)
         return found
 
     def cache_vectors(self, hashes: list[str], vectors: np.ndarray) -> None:
@@ -624,15 +636,10 @@ class MilvusStore:
                                             for k, v in values.items()])
 
     def _vectors_for(self, hashes: list[str]) -> dict[str, list[float]]:
-        """hash -> vector, from the pending vectors or a chunk row with the same text."""
+        """hash -> vector, from the pending ones (cached_vectors put reused ones there)."""
         out: dict[str, list[float]] = {}
-        if self.client.has_collection(self.pending):
+        if hashes and self.client.has_collection(self.pending):
             out = {r["hash"]: r["vector"] for r in self._get(self.pending, hashes, ["hash", "vector"])}
-        rest = [h for h in hashes if h not in out]
-        for i in range(0, len(rest), BATCH):
-            for r in self.client.query(self.chunks, filter=_in("embed_hash", rest[i:i + BATCH]),
-                                       output_fields=["embed_hash", "vector"]):
-                out[r["embed_hash"]] = r["vector"]
         if len(out) < len(hashes):
             raise StoreError(f"{len(hashes) - len(out)} chunks have no stored vector; run `policyqa index update`")
         return out
