@@ -197,11 +197,14 @@ def test_every_backend_ranks_as_the_local_store(opened, local_searcher):
     searcher = Searcher(store)
     for question in QUESTIONS:
         for where in (None, Filter(doc="*.txt", after="2021-06-01")):
-            # passages of equal score may come in either order (a server's ANN index)
+            # passages of equal score may come in either order (a server's ANN index), and
+            # which of them makes the cut is then arbitrary
             got, want = (
                 sorted((-round(h.score, 3), h.doc, h.start, h.end) for h in s.search(question, 6, where=where).hits)
                 for s in (searcher, local_searcher))
-            assert got == want, question
+            last = want[-1][0]
+            assert len(got) == len(want) and got[-1][0] == last, question
+            assert [g for g in got if g[0] != last] == [w for w in want if w[0] != last], question
     # the keyword index is this machine's cache of what Milvus holds: without it, rebuilt
     shutil.rmtree(store.dir)
     fresh = Searcher(store)
