@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from . import chunk as chunking
+from .backend import MilvusLocation, writing
 from .chunk import search_text
 from .clean import clean
 from .embed import BUNDLED, Encoder, ModelError, passage_encoder
@@ -100,9 +101,7 @@ def update(
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
-    if not isinstance(index_dir, Path):
-        from .backend import writing
-
+    if isinstance(index_dir, MilvusLocation):
         with writing(index_dir, writer_wait_s, on_wait=progress.note) as milvus:
             report = _update_locked(milvus, corpus, model_name, full, progress, engine)
         report.seconds = time.monotonic() - started

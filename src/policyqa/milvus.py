@@ -4,8 +4,9 @@ collections through pymilvus, for libraries that outgrow one machine.
 Owns: the collections (NAME_chunks: passage, place in its document and vector;
 NAME_documents: each document's hash, metadata and chunk-id range; NAME_meta: model,
 generation, skipped files; NAME_pending: vectors embedded, or reused from a row of the
-same text, and not committed yet, so an interrupted update resumes), the dense search with Milvus filters, and the local cache of
-the keyword index. pymilvus is imported here only, when a Milvus URI is used.
+same text, and not committed yet, so an interrupted update resumes), the dense search
+with Milvus filters, and the local cache of the keyword index. pymilvus is imported
+here only, when a Milvus URI is used.
 
 The same contracts as store.Store, by the same code above the seam (backend.IndexStore):
 the indexer's content-hash diff, plan and commit; the Searcher's fusion over a dense and
