@@ -28,6 +28,7 @@ from rich.text import Text
 
 from . import indexer
 from .answer import ask
+from .backend import IndexStore, Location, open_store
 from .config import LLMSettings
 from .context import passage_context
 from .errors import InputError, user_error
@@ -36,7 +37,6 @@ from .question import checked_text, prepared
 from .records import Answer, Hit
 from .render import BuildProgress, key_values, plain, print_answer, print_context, print_passages
 from .search import Filter, Searcher, checked_filter
-from .store import Store
 
 PROMPT = "policyqa> "
 MAX_K = 50
@@ -81,18 +81,18 @@ class SearchThread:
     search is in C code (the encoder, FAISS). A cancelled search cannot be stopped midway:
     it finishes here unseen, and the next one starts after it."""
 
-    def __init__(self, index_dir: Path):
+    def __init__(self, index_dir: Location):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._serve, args=(index_dir,), name="search", daemon=True).start()
 
-    def _serve(self, index_dir: Path) -> None:
+    def _serve(self, index_dir: Location) -> None:
         searcher = None
         while True:
             job, done = self._jobs.get()
             if not done.set_running_or_notify_cancel():
                 continue
             try:
-                searcher = searcher or Searcher(Store.open(index_dir))
+                searcher = searcher or Searcher(open_store(index_dir))
                 done.set_result(job(searcher))
             except BaseException as exc:
                 done.set_exception(exc)
@@ -123,8 +123,8 @@ class Chat:
     when the user leaves."""
 
     def __init__(
-        self, corpus: Path, index_dir: Path, store: Store, console: Console, k: int = 5, where: Filter | None = None,
-        llm: LLMSettings | None = None,
+        self, corpus: Path, index_dir: Location, store: IndexStore, console: Console, k: int = 5,
+        where: Filter | None = None, llm: LLMSettings | None = None,
     ):
         self.corpus = corpus
         self.index_dir = index_dir
@@ -413,7 +413,7 @@ def run(chat: Chat, lines: Iterable[str], debug: bool = False) -> None:
             chat.console.print(plain(f"error: {first_line}", "red"))
 
 
-def main(corpus: Path, index_dir: Path, store: Store, k: int, where: Filter | None, debug: bool,
+def main(corpus: Path, index_dir: Location, store: IndexStore, k: int, where: Filter | None, debug: bool,
          llm: LLMSettings | None = None) -> None:
     console = Console(highlight=False)
     chat = Chat(corpus, index_dir, store, console, k, where, llm)

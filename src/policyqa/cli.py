@@ -20,11 +20,12 @@ from pathlib import Path
 
 import click
 
+from .backend import STORE_ENV, IndexStore, Location, flag, location, open_store
 from .embed import BUNDLED, ENGINES
 from .errors import DamagedIndex, InputError, user_error
 from .load import CorpusError
 from .render import safe
-from .store import NoIndex, Store
+from .store import NoIndex
 
 PROG = "policyqa"
 
@@ -81,10 +82,22 @@ def corpus_option(f):
 
 
 def index_option(f):
+    """--index DIR and --store URI, folded into one `index_dir` (a backend.Location)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, index_dir: Path, store_uri: str | None, **kwargs):
+        return f(*args, index_dir=location(index_dir, store_uri), **kwargs)
+
+    wrapper = click.option(
+        "--store", "store_uri", envvar=STORE_ENV, default=None, metavar="URI",
+        help="Keep the index in Milvus instead: a server's http://HOST:19530, or a milvus-lite NAME.db "
+        f"file (env {STORE_ENV}; see README).",
+    )(wrapper)
     return click.option(
         "--index", "index_dir", type=DIRECTORY, envvar="POLICYQA_INDEX", default="index",
         show_default=True, help="Index directory (env POLICYQA_INDEX).",
-    )(f)
+    )(wrapper)
 
 
 def filter_options(f):
@@ -140,7 +153,7 @@ def write_json(obj) -> None:
 
 
 def run_indexer(
-    corpus: Path, index_dir: Path, model: str | None = None, full: bool = False,
+    corpus: Path, index_dir: Location, model: str | None = None, full: bool = False,
     engine: str | None = None, wait_s: float | None = None,
 ):
     from . import indexer
@@ -165,27 +178,29 @@ def print_report(report, as_json: bool) -> None:
 
 
 def named_index() -> bool:
-    """Whether this command's index was named by --index or POLICYQA_INDEX."""
+    """Whether this command's index was named by --index or POLICYQA_INDEX (or is a
+    Milvus store, which is always named)."""
     from click.core import ParameterSource
 
-    return click.get_current_context().get_parameter_source("index_dir") != ParameterSource.DEFAULT
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source("index_dir") != ParameterSource.DEFAULT or bool(ctx.params.get("store_uri"))
 
 
-def open_or_build(corpus: Path, index_dir: Path, named: bool = False) -> Store:
+def open_or_build(corpus: Path, index_dir: Location, named: bool = False) -> IndexStore:
     """The index, built first (and said so) when there is none yet, unless it is `named`:
     a mistyped --index would start a full build in a new directory."""
     try:
-        return Store.open(index_dir)
+        return open_store(index_dir)
     except NoIndex as exc:
-        if named:
+        if named or not isinstance(index_dir, Path):
             raise NoIndex(f"{exc}; check the name, or build one there with "
-                          f"`policyqa index build --index {index_dir}`") from None
+                          f"`policyqa index build {flag(index_dir)}`") from None
         if not corpus.is_dir():
             raise CorpusError(f"no index in {index_dir} and no corpus directory {corpus} to build one from") from None
         click.echo(safe(f"No index in {index_dir}: building it from {corpus} first."), err=True)
         report = run_indexer(corpus, index_dir)
         click.echo(f"Indexed: {report.summary()}", err=True)
-        return Store.open(index_dir)
+        return open_store(index_dir)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -217,7 +232,7 @@ def index() -> None:
 @click.option("--model", default=None, help=f"sentence-transformers model id or directory [default: {BUNDLED}].")
 @engine_option
 @wait_option
-def index_build(corpus: Path, index_dir: Path, model: str | None, engine: str | None, wait_s: float) -> None:
+def index_build(corpus: Path, index_dir: Location, model: str | None, engine: str | None, wait_s: float) -> None:
     """Rebuild the whole index from the corpus."""
     report = run_indexer(corpus, index_dir, model=model, full=True, engine=engine, wait_s=wait_s)
     click.echo(safe(f"Built {index_dir}: {report.added} documents, {report.chunks} chunks "
@@ -233,7 +248,7 @@ def index_build(corpus: Path, index_dir: Path, model: str | None, engine: str | 
 @engine_option
 @wait_option
 def index_update(
-    corpus: Path, index_dir: Path, model: str | None, as_json: bool, engine: str | None, wait_s: float
+    corpus: Path, index_dir: Location, model: str | None, as_json: bool, engine: str | None, wait_s: float
 ) -> None:
     """Bring the index in line with the corpus, embedding only new and changed files."""
     print_report(run_indexer(corpus, index_dir, model=model, engine=engine, wait_s=wait_s), as_json)
@@ -247,7 +262,7 @@ def index_update(
 @engine_option
 @wait_option
 def index_add(
-    paths: tuple[Path, ...], corpus: Path, index_dir: Path, as_json: bool, engine: str | None, wait_s: float
+    paths: tuple[Path, ...], corpus: Path, index_dir: Location, as_json: bool, engine: str | None, wait_s: float
 ) -> None:
     """Copy files or folders (PATHS) into the corpus, then update the index."""
     from . import corpus as corpus_dir
@@ -266,7 +281,7 @@ def index_add(
               metavar="SECONDS", help="Update once files have not changed for this long.")
 @engine_option
 @wait_option
-def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | None, wait_s: float) -> None:
+def index_watch(corpus: Path, index_dir: Location, settle_s: float, engine: str | None, wait_s: float) -> None:
     """Keep the index up to date while files in the corpus change (Ctrl-C stops)."""
     import time
 
@@ -311,14 +326,15 @@ def index_watch(corpus: Path, index_dir: Path, settle_s: float, engine: str | No
 @index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--verify", is_flag=True, help="Also check every index file against its recorded checksum.")
-def index_status(corpus: Path, index_dir: Path, as_json: bool, verify: bool) -> None:
+def index_status(corpus: Path, index_dir: Location, as_json: bool, verify: bool) -> None:
     """Documents, chunks, model and size of the index."""
     from dataclasses import asdict
 
     try:
-        store = Store.open(index_dir)
+        store = open_store(index_dir)
     except NoIndex:
-        raise NoIndex(f"no index in {index_dir}; build it with `policyqa index build`") from None
+        hint = "" if isinstance(index_dir, Path) else f" {flag(index_dir)}"
+        raise NoIndex(f"no index in {index_dir}; build it with `policyqa index build{hint}`") from None
     meta = store.meta()
     docs, chunks = store.counts()
     status = {
@@ -346,7 +362,7 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool, verify: bool) -> 
                            "`policyqa index update` rewrites them")
 
 
-def _print_status(status: dict, index_dir: Path) -> None:
+def _print_status(status: dict, index_dir: Location) -> None:
     from .render import key_values
 
     rows = [(key, str(status[key])) for key in ("documents", "chunks", "model", "bytes", "built_at")]
@@ -374,7 +390,7 @@ def _print_status(status: dict, index_dir: Path) -> None:
 @index_option
 def ask(question: str, top_k: int, as_json: bool, explain: bool, doc_glob: str | None, after: str | None,
         before: str | None, issuer: str | None, llm_url: str | None, llm_model: str | None, llm_required: bool,
-        corpus: Path, index_dir: Path) -> None:
+        corpus: Path, index_dir: Location) -> None:
     """Answer QUESTION with the passages that support it (and, with a model server
     configured, a written answer checked against them)."""
     from .question import prepared
@@ -429,7 +445,7 @@ def exit_now() -> None:
 @click.pass_context
 def chat(ctx: click.Context, top_k: int, doc_glob: str | None, after: str | None, before: str | None,
          issuer: str | None, llm_url: str | None, llm_model: str | None, llm_required: bool,
-         corpus: Path, index_dir: Path) -> None:
+         corpus: Path, index_dir: Location) -> None:
     """Ask questions one after another in an interactive session (also: bare `policyqa`).
 
     Slash commands: /help /open N /more /k N /filter /docs /status /reindex /new /quit."""
@@ -450,7 +466,7 @@ def chat(ctx: click.Context, top_k: int, doc_glob: str | None, after: str | None
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @corpus_option
 @index_option
-def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir: Path) -> None:
+def eval_command(questions: Path, k: int, as_json: bool, corpus: Path, index_dir: Location) -> None:
     """Measure retrieval on QUESTIONS (JSON lines: question, lang, doc, answer_start/end)."""
     from rich.progress import Progress
 

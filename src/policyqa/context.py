@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backend import IndexStore
 from .clean import line_spans
 from .load import Unreadable, read_document
 from .records import Hit
-from .store import Store
 
 AROUND_PARAGRAPHS = 1  # paragraphs shown before and after the passage's own
 AROUND_CHARS = 200  # at most this much text on each side (scraped files may be one line)
@@ -31,14 +31,14 @@ class Context:
     cut_after: bool
 
 
-def passage_context(store: Store, corpus: Path, hit: Hit) -> Context:
+def passage_context(store: IndexStore, corpus: Path, hit: Hit) -> Context:
     text, problem = _indexed_file_text(store, corpus, hit)
     if text is not None:
         return _from_text(text, hit, f"from {corpus / hit.doc}")
     return _from_chunks(store, hit, f"from the index: {problem}")
 
 
-def _indexed_file_text(store: Store, corpus: Path, hit: Hit) -> tuple[str | None, str]:
+def _indexed_file_text(store: IndexStore, corpus: Path, hit: Hit) -> tuple[str | None, str]:
     root = corpus.resolve()
     path = (root / hit.doc).resolve()
     if not path.is_relative_to(root):  # an index entry must not reach outside the corpus
@@ -67,7 +67,7 @@ def _from_text(text: str, hit: Hit, note: str) -> Context:
     )
 
 
-def _from_chunks(store: Store, hit: Hit, note: str) -> Context:
+def _from_chunks(store: IndexStore, hit: Hit, note: str) -> Context:
     rows = store.chunks_of(hit.doc)
     at = next((i for i, r in enumerate(rows) if r.chunk_id == hit.chunk_id), None)
     if at is None:  # the document was re-indexed since: only the passage itself is known

@@ -11,16 +11,20 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import chunk as chunking
+from .backend import MilvusLocation, writing
 from .chunk import search_text
 from .clean import clean
 from .embed import BUNDLED, Encoder, ModelError, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
 from .records import Document
-from .store import KeywordTexts, Plan, Store, Upsert, pause_point, writer_lock
+from .store import KeywordTexts, NextChunk, Plan, Store, Upsert, pause_point, writer_lock
+
+if TYPE_CHECKING:
+    from .backend import IndexStore, Location
 
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
@@ -79,7 +83,7 @@ def embed_hash(fingerprint: str, text: str) -> str:
 
 def update(
     corpus: Path,
-    index_dir: Path,
+    index_dir: Location,
     model_name: str | None = None,
     full: bool = False,
     progress: Progress | None = None,
@@ -91,11 +95,17 @@ def update(
     otherwise only new and changed files are read again. Either way only passages whose
     vector is not cached are embedded.
     `engine` computes the passages (see embed.passage_encoder); a second writer waits up
-    to `writer_wait_s` seconds for the first."""
+    to `writer_wait_s` seconds for the first. `index_dir` may name a Milvus store instead
+    (backend.MilvusLocation)."""
     progress = progress or _Silent()
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
+    if isinstance(index_dir, MilvusLocation):
+        with writing(index_dir, writer_wait_s, on_wait=progress.note) as milvus:
+            report = _update_locked(milvus, corpus, model_name, full, progress, engine)
+        report.seconds = time.monotonic() - started
+        return report
     index_dir.mkdir(parents=True, exist_ok=True)
     with writer_lock(index_dir, writer_wait_s, on_wait=progress.note):
         store = Store.create_or_open(index_dir, start_over=progress.warn if full else None)
@@ -115,7 +125,7 @@ def _encoder(name: str, engine: str | None, progress: Progress) -> Encoder:
 
 
 def _update_locked(
-    store: Store, corpus: Path, model_name: str | None, full: bool, progress: Progress, engine: str | None
+    store: Store | IndexStore, corpus: Path, model_name: str | None, full: bool, progress: Progress, engine: str | None
 ) -> Report:
     current = store.model_info()
     if current and model_name and model_name != current.name and not full:
@@ -186,21 +196,25 @@ def _described(doc: Document) -> Document:
     return replace(doc, meta=meta, title=meta.title)
 
 
-def _skipped(store: Store) -> dict[str, str]:
+def _skipped(store: Store | IndexStore) -> dict[str, str]:
     return {s.doc: s.reason for s in store.skipped()}
 
 
 def _keyword_texts(plan: Plan) -> KeywordTexts:
+    return keyword_texts(plan.chunks)
+
+
+def keyword_texts(chunks: list[NextChunk]) -> KeywordTexts:
     """The keyword index is over the same contextual text that is embedded (title,
     section, passage), and over whole documents (title and passages in order)."""
     documents: dict[str, list[str]] = {}
-    for n in sorted(plan.chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
+    for n in sorted(chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
         documents.setdefault(n.chunk.doc, [n.title]).append(n.chunk.text)
-    return KeywordTexts([search_text(n.title, n.chunk) for n in plan.chunks],
+    return KeywordTexts([search_text(n.title, n.chunk) for n in chunks],
                         {doc: "\n".join(parts) for doc, parts in documents.items()})
 
 
-def _to_embed(store: Store, upserts: list[Upsert]) -> dict[str, str]:
+def _to_embed(store: Store | IndexStore, upserts: list[Upsert]) -> dict[str, str]:
     """hash -> text for every chunk whose vector is not stored yet. The hash covers the
     model's fingerprint and the text, so a cached vector is the one a rebuild would compute."""
     wanted = {}
@@ -212,7 +226,7 @@ def _to_embed(store: Store, upserts: list[Upsert]) -> dict[str, str]:
     return wanted
 
 
-def _embed(store: Store, encoder: Encoder, todo: dict[str, str], progress: Progress) -> int:
+def _embed(store: Store | IndexStore, encoder: Encoder, todo: dict[str, str], progress: Progress) -> int:
     # Sorted by length so each batch pads little: this keeps build throughput at the
     # model's raw encode throughput.
     items = sorted(todo.items(), key=lambda kv: len(kv[1]))

@@ -27,10 +27,10 @@ from .embed import BundledQueryEncoder, Encoder, ModelInfo, query_encoder
 from .errors import InputError
 from .lexical import BIGRAMS, WORDS, LexicalIndex
 from .records import ChunkRow, Hit, Meta
-from .store import Store, VectorsGone
+from .store import VectorsGone
 
-if TYPE_CHECKING:  # vectors.py imports faiss, loaded by the store when a search needs it
-    from .vectors import Vectors
+if TYPE_CHECKING:  # the seam to the stores (backend.py): a local index or a Milvus one
+    from .backend import IndexStore, Vectors
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
@@ -144,7 +144,7 @@ class Filter:
                 return False
         return not self.issuer or self.issuer.casefold() in (meta.issuer or "").casefold()
 
-    def chunk_ids(self, store: Store) -> np.ndarray:
+    def chunk_ids(self, store: IndexStore) -> np.ndarray:
         """The ids of every chunk of an admitted document (read inside a snapshot)."""
         return store.chunk_ids_of(p for p, m in store.document_meta().items() if self.admits(p, m))
 
@@ -165,7 +165,8 @@ def _iso_date(name: str, value: str | None) -> str | None:
 
 
 def checked_filter(
-    store: Store, doc: str | None = None, after: str | None = None, before: str | None = None, issuer: str | None = None
+    store: IndexStore, doc: str | None = None, after: str | None = None, before: str | None = None,
+    issuer: str | None = None,
 ) -> Filter | None:
     """The Filter for these bounds, or None when there are none. Refuses malformed dates,
     an empty date range, and bounds that admit no indexed document."""
@@ -183,7 +184,7 @@ def checked_filter(
 class Searcher:
     """Answers searches against one index directory; cheap to keep open (chat)."""
 
-    def __init__(self, store: Store, mode: str = "hybrid", translate: bool = True, chinese: str = BIGRAMS):
+    def __init__(self, store: IndexStore, mode: str = "hybrid", translate: bool = True, chinese: str = BIGRAMS):
         self.store = store
         self.mode = mode
         self.translate = translate
