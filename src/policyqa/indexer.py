@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +21,7 @@ from .embed import BUNDLED, Encoder, ModelError, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
 from .records import Document
-from .store import KeywordTexts, Plan, Store, Upsert, pause_point, writer_lock
+from .store import KeywordTexts, NextChunk, Store, Upsert, pause_point, writer_lock
 
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
@@ -85,13 +86,15 @@ def update(
     progress: Progress | None = None,
     writer_wait_s: float = WRITER_WAIT_S,
     engine: str | None = None,
+    optimize: bool = False,
 ) -> Report:
     """Bring the index in line with the corpus. `full` re-reads everything and writes a new
     index from it (and may change the model; a damaged database is started over);
     otherwise only new and changed files are read again. Either way only passages whose
     vector is not cached are embedded.
     `engine` computes the passages (see embed.passage_encoder); a second writer waits up
-    to `writer_wait_s` seconds for the first."""
+    to `writer_wait_s` seconds for the first. `optimize` merges every segment of the index
+    into one (store.merge_plan merges some at every commit)."""
     progress = progress or _Silent()
     started = time.monotonic()
     if not corpus.is_dir():
@@ -100,7 +103,7 @@ def update(
     with writer_lock(index_dir, writer_wait_s, on_wait=progress.note):
         store = Store.create_or_open(index_dir, start_over=progress.warn if full else None)
         try:
-            report = _update_locked(store, corpus, model_name, full, progress, engine)
+            report = _update_locked(store, corpus, model_name, full, progress, engine, optimize)
         finally:
             store.close()
     report.seconds = time.monotonic() - started
@@ -115,7 +118,8 @@ def _encoder(name: str, engine: str | None, progress: Progress) -> Encoder:
 
 
 def _update_locked(
-    store: Store, corpus: Path, model_name: str | None, full: bool, progress: Progress, engine: str | None
+    store: Store, corpus: Path, model_name: str | None, full: bool, progress: Progress, engine: str | None,
+    optimize: bool = False,
 ) -> Report:
     current = store.model_info()
     if current and model_name and model_name != current.name and not full:
@@ -174,9 +178,10 @@ def _update_locked(
         if encoder.info.fingerprint != model.fingerprint:
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
-    if upserts or removed or full or store.needs_rewrite() or report.skipped != _skipped(store):
+    merge_all = optimize and len(store.segments() or ()) != 1
+    if upserts or removed or full or merge_all or store.needs_rewrite() or report.skipped != _skipped(store):
         plan = store.plan(model, upserts, removed, replace_all=full, keep=keep)
-        store.commit(plan, chunking.SETTINGS, report.skipped, _keyword_texts(plan))
+        store.commit(plan, chunking.SETTINGS, report.skipped, _keyword_texts, optimize=optimize)
     report.chunks = store.counts()[1]
     return report
 
@@ -190,13 +195,14 @@ def _skipped(store: Store) -> dict[str, str]:
     return {s.doc: s.reason for s in store.skipped()}
 
 
-def _keyword_texts(plan: Plan) -> KeywordTexts:
-    """The keyword index is over the same contextual text that is embedded (title,
-    section, passage), and over whole documents (title and passages in order)."""
+def _keyword_texts(chunks: Sequence[NextChunk]) -> KeywordTexts:
+    """The keyword index of a segment's chunks is over the same contextual text that is
+    embedded (title, section, passage), and over their whole documents (title and passages
+    in order; a segment holds every chunk of its documents)."""
     documents: dict[str, list[str]] = {}
-    for n in sorted(plan.chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
+    for n in sorted(chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
         documents.setdefault(n.chunk.doc, [n.title]).append(n.chunk.text)
-    return KeywordTexts([search_text(n.title, n.chunk) for n in plan.chunks],
+    return KeywordTexts([search_text(n.title, n.chunk) for n in chunks],
                         {doc: "\n".join(parts) for doc, parts in documents.items()})
 
 
