@@ -62,6 +62,7 @@ VECTORS_FILE = "vectors.faiss"
 MAX_DELTAS = 4
 DELTA_SHARE = 0.10
 DEAD_SHARE = 0.20
+MERGE_ENV = "POLICYQA_MERGE"  # "MAX_DELTAS,DELTA_SHARE,DEAD_SHARE": tests keep deltas in small corpora
 FULL_DISK_FREE = 1 << 20  # bytes: less free space than this after a failed write means a full disk
 BATCH = 500  # values per `IN (...)`: SQLite before 3.32 allows 999 parameters a statement
 
@@ -281,12 +282,16 @@ def merge_plan(segments: list[SegmentRef], new_rows: int) -> int:
     0 (none; the new rows become a delta), the deltas (all but the base), or all."""
     if not segments:
         return 0
+    max_deltas, delta_share, dead_share = MAX_DELTAS, DELTA_SHARE, DEAD_SHARE
+    if os.environ.get(MERGE_ENV):
+        a, b, c = os.environ[MERGE_ENV].split(",")
+        max_deltas, delta_share, dead_share = int(a), float(b), float(c)
     base, deltas = segments[0], segments[1:]
     live = sum(s.live for s in segments) + new_rows
     delta_rows = sum(s.live for s in deltas) + new_rows
-    if delta_rows > DELTA_SHARE * live or len(base.dead) > DEAD_SHARE * max(1, base.rows):
+    if delta_rows > delta_share * live or len(base.dead) > dead_share * max(1, base.rows):
         return len(segments)
-    if len(deltas) + bool(new_rows) > MAX_DELTAS:
+    if len(deltas) + bool(new_rows) > max_deltas:
         return len(deltas)
     return 0
 
