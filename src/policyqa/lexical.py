@@ -217,7 +217,7 @@ class Bm25:
     def _norm(self, i: int) -> np.ndarray:
         """k1 * (1 - b + b * length / mean length) of every row of part i, as bm25s computes it."""
         if i not in self._norms:
-            k1, b = SETTINGS["k1"], SETTINGS["b"]
+            k1, b = float(SETTINGS["k1"]), float(SETTINGS["b"])  # type: ignore[arg-type]
             lengths = np.asarray(self.parts[i].lengths)
             self._norms[i] = k1 * ((1 - b) + b * lengths / np.float64(self.mean_length))
         return self._norms[i]

@@ -30,7 +30,7 @@ from .records import ChunkRow, Hit, Meta
 from .store import Store, VectorsGone
 
 if TYPE_CHECKING:  # vectors.py imports faiss, loaded by the store when a search needs it
-    from .vectors import Vectors
+    from .vectors import Segments
 
 FETCH_FACTOR = 4  # extra candidates so that near-duplicates can be dropped
 DUPLICATE_JACCARD = 0.8
@@ -187,7 +187,7 @@ class Searcher:
         self.chinese = chinese  # how a Chinese question is cut (bench/retrieval.py compares)
         self.generation = 0
         # Set by _refresh, which every search runs first (encoder: unless mode is "lexical").
-        self.vectors: Vectors | None = None
+        self.vectors: Segments | None = None
         self.lexical: LexicalIndex | None = None
         self.encoder: Encoder | BundledQueryEncoder | None = None
         self.model: ModelInfo | None = None

@@ -154,6 +154,7 @@ class Vectors:
     def search_excluding(self, q: np.ndarray, k: int, dead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The k best (scores, ids) for each row of q among the vectors not in `dead`."""
         selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+        params: faiss.SearchParameters
         if isinstance(self.index, faiss.IndexIVF):
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)  # type: ignore[call-arg]
         else:
