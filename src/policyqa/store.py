@@ -136,8 +136,10 @@ class NextChunk:
 
 @dataclass(frozen=True)
 class Plan:
-    """The next generation: which documents go and come, and its chunks in the order of
-    its vector file (kept ones first, then the new ones)."""
+    """The next generation: which documents go and come, the chunks it adds (under new
+    ids, above every id used before) and the ids of those it drops. The chunks it keeps
+    are read from the database only when a segment is written with them (Store.commit):
+    an update of one document at a million passages reads one document's worth."""
 
     generation: int
     model: ModelInfo
@@ -145,7 +147,8 @@ class Plan:
     removed: list[str]
     replace_all: bool
     keep: frozenset[str]
-    chunks: list[NextChunk]
+    new: list[NextChunk]
+    leaving: np.ndarray  # ids of the current chunks the generation drops (not after replace_all)
 
 
 @dataclass(frozen=True)
@@ -561,24 +564,27 @@ class Store:
         old = self.model_info()
         if old and not replace_all and (old.fingerprint != model.fingerprint or old.name != model.name):
             raise StoreError(f"the index was built with {old.name}; use `policyqa index build` to change model")
-        changed = {u.doc.path for u in upserts}
         keep = frozenset(keep)
-        rows = self.conn.execute(
-            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
-            "FROM chunks c JOIN documents d ON d.path = c.doc ORDER BY c.id"
-        )
-        chunks = [
-            NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows
-            if (r[1] in keep if replace_all else r[1] not in changed and r[1] not in removed)
-        ]
         # Ids are never reused: a deleted chunk's id may still be in a segment (tombstoned).
         next_id = max(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0] + 1,
                       int(self.meta().get("next_chunk_id", 1)))
+        new = []
         for u in upserts:
             for c, h in zip(u.chunks, u.embed_hashes):
-                chunks.append(NextChunk(next_id, u.doc.title, c, h))
+                new.append(NextChunk(next_id, u.doc.title, c, h))
                 next_id += 1
-        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, chunks)
+        leaving = np.zeros(0, np.int64) if replace_all else self.chunk_ids_of([u.doc.path for u in upserts] + removed)
+        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, new, leaving)
+
+    def _kept_chunks(self, plan: Plan, first_id: int = 0) -> list[NextChunk]:
+        """The current chunks the plan keeps, from id `first_id` on, in id order."""
+        changed = {u.doc.path for u in plan.upserts} | set(plan.removed)
+        rows = self.conn.execute(
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
+            "FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.id >= ? ORDER BY c.id", (first_id,)
+        )
+        return [NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows
+                if (r[1] in plan.keep if plan.replace_all else r[1] not in changed)]
 
     def commit(self, plan: Plan, settings: dict, skipped: dict[str, str],
                keywords: Callable[[Sequence[NextChunk]], KeywordTexts], optimize: bool = False) -> int:
@@ -592,19 +598,21 @@ class Store:
         # Segments of a writer that was stopped before its switch are no generation's.
         self._prune()
         previous = None if plan.replace_all or optimize or self.needs_rewrite() else self.segments()
-        planned = np.array([c.id for c in plan.chunks], dtype=np.int64)
         kept: list[SegmentRef] = []
         for ref in previous or []:
             ids = np.load(self.dir / ref.name / "ids.npy", mmap_mode="r")
-            gone = np.asarray(ids)[~np.isin(ids, planned)]
+            gone = np.asarray(ids)[np.isin(ids, plan.leaving)]
             kept.append(SegmentRef(ref.name, ref.rows, tuple(sorted(set(ref.dead) | set(gone.tolist())))))
-        new = plan.chunks[len(plan.chunks) - sum(len(u.chunks) for u in plan.upserts):] if kept else plan.chunks
-        merged = merge_plan(kept, len(new))
-        if merged:
+        new: list[NextChunk] = plan.new
+        merged = merge_plan(kept, len(plan.new)) if kept else 0
+        if not kept:
+            new = self._kept_chunks(plan) + plan.new
+        elif merged:
+            # Segments hold ascending id ranges, so the folded ones (the last) are the ids from their first on.
             folded, kept = kept[-merged:], kept[:-merged]
-            first = min(np.load(self.dir / f.name / "ids.npy", mmap_mode="r")[0] for f in folded
-                        if f.rows) if any(f.rows for f in folded) else None
-            new = [c for c in plan.chunks if first is not None and c.id >= first] if kept else plan.chunks
+            first = min((int(np.load(self.dir / f.name / "ids.npy", mmap_mode="r")[0]) for f in folded if f.rows),
+                        default=None)
+            new = (self._kept_chunks(plan, first) if first is not None else []) + plan.new
         segments = [s for s in kept if s.live]
         name = segment_name(generation)
         checksums = {k: v for k, v in (self.checksums() or {}).items()
@@ -681,12 +689,11 @@ class Store:
                     (d.path, d.title, d.encoding, d.content_hash, len(d.text), stamp,
                      json.dumps(d.meta.as_dict() if d.meta else {}, ensure_ascii=False)),
                 )
-            old_ids = len(plan.chunks) - sum(len(u.chunks) for u in plan.upserts)
             self.conn.executemany(
                 'INSERT INTO chunks (id, doc, ordinal, start, "end", section, text, embed_hash, page) '
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(n.id, c.doc, c.ordinal, c.start, c.end, c.section, c.text, n.embed_hash, c.page)
-                 for n in plan.chunks[old_ids:] for c in [n.chunk]],
+                 for n in plan.new for c in [n.chunk]],
             )
             self.conn.execute("DELETE FROM skipped")
             self.conn.executemany("INSERT INTO skipped VALUES (?, ?)", sorted(skipped.items()))
@@ -701,7 +708,7 @@ class Store:
                 "segments": json.dumps([s.as_dict() for s in segments]),
                 "previous_segments": json.dumps([s.name for s in self.segments() or []]),
                 "next_chunk_id": str(max([int(self.meta().get("next_chunk_id", 1))]
-                                         + [c.id + 1 for c in plan.chunks[-1:]])),
+                                         + [c.id + 1 for c in plan.new[-1:]])),
             }
             vectors = json.loads(self.meta().get("vectors") or "null")
             if layout is not None and (vectors is None or layout.vectors >= max(s.rows for s in segments)):
