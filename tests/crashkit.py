@@ -84,6 +84,7 @@ def consistent_chunks(index: Path) -> tuple[int, Chunks]:
     finally:
         store.close()
     live: list[int] = []
+    held: dict[int, object] = {}  # chunk id -> the segment that holds it live
     for segment, dead in vectors.segments:
         index = segment.index
         if isinstance(index, faiss.IndexIVF):  # POLICYQA_EXACT_UP_TO set low
@@ -94,13 +95,15 @@ def consistent_chunks(index: Path) -> tuple[int, Chunks]:
             ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
         assert set(dead) <= set(ids.tolist()), "a tombstone names a chunk its segment does not hold"
         live += sorted(set(ids.tolist()) - set(dead.tolist()))
+        held.update((c, segment) for c in set(ids.tolist()) - set(dead.tolist()))
     assert len(rows) == total, f"{total - len(rows)} chunks have no stored vector"
     assert vectors.ntotal == total, f"FAISS holds {vectors.ntotal} live vectors for {total} chunks"
     assert sorted(live) == sorted(r[0] for r in rows), "live FAISS ids differ from chunk ids"
     for cid, *_, blob in rows:
         stored = np.frombuffer(blob, dtype=np.float32)
         # unit vectors: a dot product of 1 with the stored vector means the same vector
-        assert abs(float(vectors.scores(stored, [cid])[0]) - float(stored @ stored)) < 1e-4, f"vector of chunk {cid}"
+        # (asked of the FAISS index itself: Segments.scores would read the store's copy)
+        assert abs(float(held[cid].scores(stored, [cid])[0]) - float(stored @ stored)) < 1e-4, f"vector of chunk {cid}"
     return generation, frozenset((d, s, e, t) for _, d, s, e, t, _ in rows)
 
 

@@ -422,7 +422,14 @@ class Store:
                 ids.append(np.load(self.dir / s.name / "ids.npy", mmap_mode="r"))
             except (OSError, ValueError):
                 raise VectorsGone(f"{s.name}/ids.npy is missing; run `policyqa index update`") from None
-        return dense.Segments(opened, ids)
+        return dense.Segments(opened, ids, self._stored_vectors)
+
+    def _stored_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Inside snapshot(): chunk id -> its vector in the embedding cache (the vectors of
+        the generation's chunks are there)."""
+        rows = _select_in(self.conn, "SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.embed_hash "
+                          "WHERE c.id IN ({marks})", [int(i) for i in ids])
+        return {int(i): np.frombuffer(blob, dtype=np.float32) for i, blob in rows}
 
     def _open_vectors(self, name: str) -> dense.Vectors:
         from . import vectors as dense
