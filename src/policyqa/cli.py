@@ -246,7 +246,7 @@ def index_update(
 @engine_option
 @wait_option
 def index_optimize(corpus: Path, index_dir: Path, as_json: bool, engine: str | None, wait_s: float) -> None:
-    """Update the index, then merge all its segments into one (updates add small ones)."""
+    """Update the index and rewrite it as one segment (updates add small ones)."""
     print_report(run_indexer(corpus, index_dir, engine=engine, wait_s=wait_s, optimize=True), as_json)
 
 
@@ -354,7 +354,7 @@ def index_status(corpus: Path, index_dir: Path, as_json: bool, verify: bool) -> 
         _print_status(status, index_dir)
     if verify and damaged:
         raise DamagedIndex(f"{len(damaged)} damaged file(s) in {index_dir}; "
-                           "`policyqa index update` rewrites them")
+                           "`policyqa index optimize` rewrites them")
 
 
 def _print_status(status: dict, index_dir: Path) -> None:

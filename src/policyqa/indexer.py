@@ -93,8 +93,8 @@ def update(
     otherwise only new and changed files are read again. Either way only passages whose
     vector is not cached are embedded.
     `engine` computes the passages (see embed.passage_encoder); a second writer waits up
-    to `writer_wait_s` seconds for the first. `optimize` merges every segment of the index
-    into one (store.merge_plan merges some at every commit)."""
+    to `writer_wait_s` seconds for the first. `optimize` rewrites the index as one segment
+    (store.merge_plan merges some at every commit), every file written again."""
     progress = progress or _Silent()
     started = time.monotonic()
     if not corpus.is_dir():
@@ -178,8 +178,7 @@ def _update_locked(
         if encoder.info.fingerprint != model.fingerprint:
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
-    merge_all = optimize and len(store.segments() or ()) != 1
-    if upserts or removed or full or merge_all or store.needs_rewrite() or report.skipped != _skipped(store):
+    if upserts or removed or full or optimize or store.needs_rewrite() or report.skipped != _skipped(store):
         plan = store.plan(model, upserts, removed, replace_all=full, keep=keep)
         store.commit(plan, chunking.SETTINGS, report.skipped, _keyword_texts, optimize=optimize)
     report.chunks = store.counts()[1]

@@ -451,32 +451,37 @@ class Store:
                 raise VectorsGone(f"{name} is missing; run `policyqa index update`") from exc
             raise DamagedIndex(f"cannot read {name}; `policyqa index update` rewrites it") from exc
 
-    def damaged(self, full: bool = True, only: str | None = None) -> list[str]:
+    def damaged(self, full: bool = True, only: str | None = None, full_up_to: int | None = None) -> list[str]:
         """The files of the current generation that are missing or differ from what was
         written (by size, or with `full` by checksum too); those under `only` if given.
         (None of a generation written before checksums were kept.) `only` names a
-        folder: files under such a folder of any segment."""
+        folder: files under such a folder of any segment. With `full_up_to`, only files up
+        to that many bytes are checked by checksum."""
         out = []
         for name, checksum in sorted((self.checksums() or {}).items()):
             if only and only not in name.split("/")[:-1]:
                 continue
             path = self.dir / name
             try:
-                ok = files.matches(path, checksum, full)
+                every_byte = full and (full_up_to is None or files.size_of(checksum) <= full_up_to)
+                ok = files.matches(path, checksum, every_byte)
             except OSError:
                 ok = False
             if not ok:
                 out.append(name)
         return out
 
-    def needs_rewrite(self) -> bool:
+    def needs_rewrite(self, full_check: bool = False) -> bool:
         """Whether the current generation's files must be written again from the database:
         never completed, an outdated keyword index, no checksums yet, or a file missing or
-        damaged."""
+        damaged. Files over FULL_CHECK_BYTES are checked by size unless `full_check`: their
+        segments are immutable, and reading every byte of a million passages' segments
+        (gigabytes) on every update would cost an update O(corpus) again; `index status
+        --verify` checks every byte and `index optimize` rewrites what it finds."""
         segments = self.segments()
         return (self.generation() == 0 or segments is None or self.checksums() is None
                 or not all(lexical.is_current(self.dir / s.name / lexical.KEYWORDS) for s in segments)
-                or bool(self.damaged()))
+                or bool(self.damaged(full_up_to=None if full_check else FULL_CHECK_BYTES)))
 
     def chunk_rows(self, ids: Iterable[int]) -> dict[int, ChunkRow]:
         ids = [int(i) for i in ids]
@@ -583,6 +588,10 @@ class Store:
         leaving = np.zeros(0, np.int64) if replace_all else self.chunk_ids_of([u.doc.path for u in upserts] + removed)
         return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, new, leaving)
 
+    def _hashes_of(self, ids: np.ndarray) -> list[str]:
+        return sorted({h for (h,) in _select_in(self.conn, "SELECT embed_hash FROM chunks WHERE id IN ({marks})",
+                                                [int(i) for i in ids])})
+
     def _kept_chunks(self, plan: Plan, first_id: int = 0) -> list[NextChunk]:
         """The current chunks the plan keeps, from id `first_id` on, in id order."""
         changed = {u.doc.path for u in plan.upserts} | set(plan.removed)
@@ -605,6 +614,7 @@ class Store:
         # Segments of a writer that was stopped before its switch are no generation's.
         self._prune()
         previous = None if plan.replace_all or optimize or self.needs_rewrite() else self.segments()
+        leaving_hashes = self._hashes_of(plan.leaving)
         kept: list[SegmentRef] = []
         for ref in previous or []:
             ids = np.load(self.dir / ref.name / "ids.npy", mmap_mode="r")
@@ -634,7 +644,7 @@ class Store:
                     checksums.update(written)
                     segments.append(SegmentRef(name, len(new)))
                 pause_point("vectors-written")
-                self._switch(plan, settings, skipped, checksums, segments, layout)
+                self._switch(plan, settings, skipped, checksums, segments, layout, leaving_hashes)
                 switched = True
         finally:
             if not switched:
@@ -678,7 +688,7 @@ class Store:
         return out, layout
 
     def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str],
-                segments: list[SegmentRef], layout: dense.Layout | None) -> None:
+                segments: list[SegmentRef], layout: dense.Layout | None, leaving_hashes: list[str]) -> None:
         model = plan.model
         changed = [u.doc.path for u in plan.upserts]
         stamp = now()
@@ -725,7 +735,14 @@ class Store:
                                                     segments=len(segments)))
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (stamp,))
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
-            self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
+            if plan.replace_all:
+                self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
+            else:  # only the dropped chunks' vectors can have lost their last chunk (a sweep reads a million)
+                for i in range(0, len(leaving_hashes), BATCH):
+                    part = leaving_hashes[i:i + BATCH]
+                    marks = ",".join("?" * len(part))
+                    self.conn.execute(f"DELETE FROM embeddings WHERE hash IN ({marks}) AND hash NOT IN "
+                                      f"(SELECT embed_hash FROM chunks WHERE embed_hash IN ({marks}))", part + part)
             pause_point("committing")
 
     def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
