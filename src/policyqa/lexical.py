@@ -17,7 +17,7 @@ one index rebuilt without the deleted passages. With one part the arithmetic is 
 "lucene" method step for step (same dtypes, same order), so scores equal bm25s's bit for
 bit (tests/test_segments.py checks it on real text).
 
-The query side uses numpy alone, on memory-mapped arrays: bm25s imports scipy, which
+The query side uses numpy alone, reading what a query needs by position (_Array): bm25s imports scipy, which
 would cost a cold question about a second, and parsing a JSON vocabulary would cost more
 than the search.
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import unicodedata
 from array import array
 from collections import Counter
@@ -38,8 +39,9 @@ import numpy as np
 from .terms import STOPWORDS, bigrams, is_han, words
 from .translate import TABLE_NAME, TABLE_VERSION, build_table
 
+TERMS_BLOCK = 64  # terms per block of the terms index: a lookup reads one block (a few KB)
 SETTINGS = {"format": 3, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75,
-            "method": "lucene", "translations": TABLE_VERSION}
+            "method": "lucene", "translations": TABLE_VERSION, "terms_block": TERMS_BLOCK}
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
 KEYWORDS = "keywords"  # the keyword index's folder in a segment's directory
@@ -96,6 +98,7 @@ def _write_bm25(directory: Path, texts: Iterable[str], cut: Callable[[str], list
     indptr = np.zeros(len(terms) + 1, dtype=np.int64)
     np.cumsum(np.bincount(col, minlength=len(terms)), out=indptr[1:])
     np.save(directory / "terms.npy", terms[by_term])
+    np.save(directory / "terms_index.npy", terms[by_term][::TERMS_BLOCK])
     np.save(directory / "indptr.npy", indptr)
     np.save(directory / "indices.npy", rows[order])
     tf = np.frombuffer(tfs, dtype=np.int32)[order] if len(tfs) else np.zeros(0, np.int32)
@@ -147,46 +150,79 @@ def is_current(directory: Path) -> bool:
     return isinstance(written, dict) and {k: v for k, v in written.items() if k != "parts"} == SETTINGS
 
 
-@dataclass
+class _Array:
+    """A saved array read by position (pread) into private memory. A memory map would do
+    as much on paper, but the kernel maps a large page-cache folio around every touched
+    page, so a cold question's few postings per term mapped megabytes of each file
+    (bench/scale.py's cold peak RSS)."""
+
+    def __init__(self, path: Path):
+        mapped = np.load(path, mmap_mode="r")  # reads the header; maps, touches nothing
+        assert isinstance(mapped, np.memmap), "np.load maps a saved array"
+        self.dtype, self.length, self.start = mapped.dtype, len(mapped), int(mapped.offset)
+        del mapped
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        size = self.dtype.itemsize
+        data = os.pread(self.fd, (hi - lo) * size, self.start + lo * size)
+        if len(data) != (hi - lo) * size:
+            raise ValueError("a keyword file is shorter than its header says")
+        return np.frombuffer(data, dtype=self.dtype)
+
+
 class _Postings:
     """One part's postings of one kind (passages or documents) and one cut."""
 
-    terms: np.ndarray  # sorted vocabulary
-    indptr: np.ndarray
-    indices: np.ndarray  # part-local rows, ascending within a term
-    tf: np.ndarray
-    lengths: np.ndarray
-    offset: int  # the part's first row among all parts'
-    live: np.ndarray | None  # by part-local row; None when every row is live
-
-    @classmethod
-    def load(cls, directory: Path, offset: int, live: np.ndarray | None) -> _Postings:
-        return cls(
-            terms=np.load(directory / "terms.npy", mmap_mode="r"),
-            indptr=np.load(directory / "indptr.npy", mmap_mode="r"),
-            indices=np.load(directory / "indices.npy", mmap_mode="r"),
-            tf=np.load(directory / "tf.npy", mmap_mode="r"),
-            lengths=np.load(directory / "lengths.npy", mmap_mode="r"),
-            offset=offset, live=live)
+    def __init__(self, directory: Path, offset: int, live: np.ndarray | None):
+        self.terms = _Array(directory / "terms.npy")
+        # Every TERMS_BLOCK-th term, in memory: a lookup reads one block of the terms file.
+        self.block = np.load(directory / "terms_index.npy")
+        self.indptr = _Array(directory / "indptr.npy")
+        self.indices = _Array(directory / "indices.npy")
+        self.tf = _Array(directory / "tf.npy")
+        self.lengths_file = _Array(directory / "lengths.npy")
+        self.offset = offset  # the part's first row among all parts'
+        self.live = live  # by part-local row; None when every row is live
+        self._lengths: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
-        return len(self.lengths)
+        return len(self.lengths_file)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        if self._lengths is None:
+            self._lengths = self.lengths_file.read(0, self.rows)
+        return self._lengths
 
     def column(self, term: str) -> int | None:
-        i = int(np.searchsorted(self.terms, term))
         # The array's fixed width would silently truncate a longer term in the comparison.
-        if i == len(self.terms) or len(term) > self.terms.itemsize // 4 or self.terms[i] != term:
+        if not len(self.terms) or len(term) > self.terms.dtype.itemsize // 4:
             return None
-        return i
+        j = int(np.searchsorted(self.block, term, side="right")) - 1
+        if j < 0:
+            return None
+        lo = j * TERMS_BLOCK
+        block = self.terms.read(lo, min(lo + TERMS_BLOCK, len(self.terms)))
+        i = int(np.searchsorted(block, term))
+        return lo + i if i < len(block) and block[i] == term else None
 
     def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
         """(part-local rows, tf) of the live rows that contain `term`."""
         col = self.column(term)
         if col is None:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        lo, hi = int(self.indptr[col]), int(self.indptr[col + 1])
-        rows, tf = self.indices[lo:hi], self.tf[lo:hi]
+        lo, hi = (int(x) for x in self.indptr.read(col, col + 2))
+        rows, tf = self.indices.read(lo, hi), self.tf.read(lo, hi)
         if self.live is not None:
             keep = self.live[rows]
             rows, tf = rows[keep], tf[keep]
@@ -209,7 +245,7 @@ class Bm25:
         rows = sum(p.rows for p in parts)
         live = [p.live for p in parts]
         live_rows = sum(p.rows if m is None else int(m.sum()) for p, m in zip(parts, live))
-        total = sum(int(np.sum(p.lengths, dtype=np.int64)) if m is None
+        total = sum(int(np.sum(p.lengths_file.read(0, p.rows), dtype=np.int64)) if m is None
                     else int(np.sum(p.lengths[m], dtype=np.int64)) for p, m in zip(parts, live))
         # bm25s: np.mean of the lengths, a float64 sum of integers (exact) over the count.
         return cls(parts, rows, live_rows, float(np.float64(total) / live_rows) if live_rows else 0.0)
@@ -387,9 +423,9 @@ class LexicalIndex:
                         doc_live[docs[live]] = True
                     for cut in (WORDS, BIGRAMS):
                         postings.setdefault((cut, "passages"), []).append(
-                            _Postings.load(d / cut / "passages", offset, live))
+                            _Postings(d / cut / "passages", offset, live))
                         postings.setdefault((cut, "documents"), []).append(
-                            _Postings.load(d / cut / "documents", doc_offset, doc_live))
+                            _Postings(d / cut / "documents", doc_offset, doc_live))
                     ids.append(part_ids)
                     chunk_documents.append(docs + doc_offset)
                     offset += len(part_ids)
@@ -402,7 +438,7 @@ class LexicalIndex:
 
             return cls(np.concatenate(ids), np.concatenate(chunk_documents), keywords(WORDS), keywords(BIGRAMS),
                        [d for d, _ in segments])
-        except (OSError, ValueError, KeyError, IndexError):
+        except (OSError, ValueError, KeyError, IndexError, AssertionError):
             return None  # a damaged keyword index: searched without until `index update` rewrites it
 
     def keywords(self, cut: str) -> Keywords:
