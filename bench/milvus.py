@@ -67,7 +67,8 @@ def milvus_bm25(store: MilvusStore) -> str:
     Milvus's BM25 function over its Chinese (jieba) analyzer."""
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-    ids, _, texts = store._keyword_texts()
+    chunks = store._live_chunks()[0]
+    ids, texts = [c.id for c in chunks], indexer.keyword_texts(chunks)
     name = f"{store.chunks}_bm25"
     client = store.client
     if client.has_collection(name):

@@ -88,11 +88,11 @@ def test_status_json(seed_index):
     assert status["documents"] == 1 and status["chunks"] > 10
     assert status["model"] == "multilingual-e5-small"
     assert status["built_at"] and status["skipped"] == []
-    # The database, the current vector file and the current keyword index, nothing older.
-    lexical = sorted(seed_index.glob("lexical-*"))[-1]
-    stored = [*seed_index.glob("policyqa.sqlite3*"), *seed_index.glob("vectors-*.faiss")]
+    # The database and the current generation's segment (vectors, ids, keyword index), nothing older.
+    segment = sorted(seed_index.glob("segment-*"))[-1]
+    stored = [*seed_index.glob("policyqa.sqlite3*")]
     expected = sum(p.stat().st_size for p in stored if not p.name.endswith("-shm")) + sum(
-        p.stat().st_size for p in lexical.rglob("*") if p.is_file())
+        p.stat().st_size for p in segment.rglob("*") if p.is_file())
     assert status["bytes"] == expected
 
 

@@ -50,15 +50,16 @@ def passages(proc: subprocess.CompletedProcess) -> list[tuple[str, int]]:
 
 def test_damaged_vector_file_is_refused_then_rewritten_by_update(setup, index):
     before = passages(ask(index))
-    (vectors,) = index.glob("vectors-*.faiss")
+    (vectors,) = index.glob("segment-*/vectors.faiss")
     with open(vectors, "r+b") as fh:
         fh.seek(200)
         fh.write(os.urandom(4000))
     proc = ask(index)
     assert proc.returncode == 1 and "RuntimeWarning" not in proc.stderr
-    assert f"{vectors.name}" in one_line(proc) and "damaged" in proc.stderr and "index update" in proc.stderr
+    name = vectors.relative_to(index).as_posix()
+    assert name in one_line(proc) and "damaged" in proc.stderr and "index update" in proc.stderr
     checked = verify(index)
-    assert checked.returncode == 1 and json.loads(checked.stdout)["damaged"] == [vectors.name]
+    assert checked.returncode == 1 and json.loads(checked.stdout)["damaged"] == [name]
     out = update(setup.old, index)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["chunks_embedded"] == 0
@@ -129,9 +130,9 @@ def test_read_only_index_can_be_searched(read_only):
 
 @pytest.mark.parametrize("damage", ["delete-npy", "bad-translations"])
 def test_damaged_keyword_index_falls_back_to_vectors_and_update_rewrites_it(setup, index, damage):
-    (keywords,) = index.glob("lexical-*")
+    (keywords,) = index.glob("segment-*/keywords")
     if damage == "delete-npy":
-        target = keywords / "bigrams" / "passages" / "data.csc.index.npy"
+        target = keywords / "part-000" / "bigrams" / "passages" / "indices.npy"
         target.unlink()
         question = QUESTION
     else:
@@ -147,7 +148,7 @@ def test_damaged_keyword_index_falls_back_to_vectors_and_update_rewrites_it(setu
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["chunks_embedded"] == 0
     assert verify(index).returncode == 0
-    keywords = sorted(index.glob("lexical-*"))[-1]  # the previous generation is kept for readers
+    keywords = sorted(index.glob("segment-*/keywords"))[-1]  # the previous generation's is kept for readers
     if damage == "bad-translations":
         json.loads((keywords / "translations.json").read_text(encoding="utf-8"))
     assert passages(ask(index, question))
@@ -172,7 +173,7 @@ def test_full_disk_fails_in_one_line_leaves_no_files_and_the_retry_completes(set
     shutil.copytree(setup.template, index)
 
     def generations() -> list[str]:
-        return sorted(p.name for p in index.iterdir() if p.name.startswith(("vectors-", "lexical-")))
+        return sorted(p.name for p in index.iterdir() if p.name.startswith("segment-"))
 
     before = generations()
     pages = sum(-(-p.stat().st_size // 4096) for p in index.rglob("*") if p.is_file())

@@ -25,15 +25,18 @@ def test_keyword_index_is_written_with_each_generation_and_follows_updates(tmp_p
     (corpus / "a.txt").write_text("甲市关于蓝莓种植补贴的通知\n对蓝莓种植户每亩补贴三百元。", encoding="utf-8")
     index = tmp_path / "index"
     assert run_cli("index", "build", "--corpus", str(corpus), "--index", str(index)).returncode == 0
-    assert _generations(index, "lexical-") == ["lexical-000001"]
+    assert _generations(index, "segment-") == ["segment-000001"]
     with sqlite3.connect(index / "policyqa.sqlite3") as db:
         chunk_ids = [i for (i,) in db.execute("SELECT id FROM chunks ORDER BY id")]
-    assert np.load(index / "lexical-000001" / "ids.npy").tolist() == chunk_ids
+    assert np.load(index / "segment-000001" / "keywords" / "part-000" / "ids.npy").tolist() == chunk_ids
 
     (corpus / "b.txt").write_text("乙市关于猕猴桃冷链物流的通知\n猕猴桃冷链运输给予运费补助。", encoding="utf-8")
     proc = run_cli("index", "update", "--corpus", str(corpus), "--index", str(index))
     assert proc.returncode == 0, proc.stderr
-    assert _generations(index, "lexical-") == ["lexical-000001", "lexical-000002"]
+    # a delta of half the corpus is merged at once (store.merge_plan): one segment again,
+    # and the previous one kept for readers switching now
+    assert _generations(index, "segment-") == ["segment-000001", "segment-000002"]
+    assert np.load(index / "segment-000002" / "ids.npy").tolist() == chunk_ids + [chunk_ids[-1] + 1]
     out = ask_json(index, "猕猴桃冷链", "--explain", "--top-k", "1")
     assert out["passages"][0]["doc"] == "b.txt"
     assert out["passages"][0]["scores"]["lexical"] > 0
@@ -72,7 +75,7 @@ def test_an_outdated_keyword_index_is_skipped_then_rewritten_without_embedding(t
     `index update` rewrites its keyword index from the stored passages."""
     index = tmp_path / "index"
     shutil.copytree(seed_index, index)
-    settings = index / "lexical-000001" / "settings.json"
+    settings = index / "segment-000001" / "keywords" / "settings.json"
     settings.write_text('{"segmenter": "an older one"}', encoding="utf-8")
     before = ask_json(index, "天使投资引导资金规模多大", "--top-k", "1")
     assert "lexical" not in before["passages"][0]["scores"]
@@ -80,7 +83,7 @@ def test_an_outdated_keyword_index_is_skipped_then_rewritten_without_embedding(t
     proc = run_cli("index", "update", "--corpus", str(CORPUS), "--index", str(index), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["chunks_embedded"] == 0
-    assert _generations(index, "lexical-") == ["lexical-000001", "lexical-000002"]
+    assert _generations(index, "segment-") == ["segment-000001", "segment-000002"]
     after = ask_json(index, "天使投资引导资金规模多大", "--top-k", "1")
     assert after["passages"][0]["scores"]["lexical"] > 0
     assert after["found"] and "2亿元" in after["answer"][0]["text"]
@@ -89,8 +92,8 @@ def test_an_outdated_keyword_index_is_skipped_then_rewritten_without_embedding(t
 def test_corpus_words_contained_in_a_question(tmp_path):
     from policyqa import lexical
 
-    lexical.write(tmp_path, 1, np.array([1]), ["天使投资引导资金"], ["a.txt"], {"a.txt": "天使投资引导资金"})
-    words = lexical.LexicalIndex.load(tmp_path, 1).words
+    lexical.write(tmp_path / "k", np.array([1]), ["天使投资引导资金"], ["a.txt"], {"a.txt": "天使投资引导资金"})
+    words = lexical.LexicalIndex.load([(tmp_path / "k", np.zeros(0, np.int64))]).words
     found, unknown = words.contained("天使投资引导资金规模多大？")
     assert {"天使", "投资", "引导", "资金"} <= set(found)
     assert all(w in "天使投资引导资金" for w in found)
@@ -100,8 +103,8 @@ def test_corpus_words_contained_in_a_question(tmp_path):
 def test_a_term_longer_than_any_in_the_vocabulary_is_not_matched_by_its_prefix(tmp_path):
     from policyqa import lexical
 
-    lexical.write(tmp_path, 1, np.array([7]), ["甲 ab"], ["a.txt"], {"a.txt": "甲 ab"})
-    keywords = lexical.LexicalIndex.load(tmp_path, 1).bigrams
+    lexical.write(tmp_path / "k", np.array([7]), ["甲 ab"], ["a.txt"], {"a.txt": "甲 ab"})
+    keywords = lexical.LexicalIndex.load([(tmp_path / "k", np.zeros(0, np.int64))]).bigrams
     assert keywords.scores({"ab": 1.0})[0] > 0
     assert keywords.scores({"abc": 1.0})[0] == 0 and keywords.scores({"a": 1.0})[0] == 0
 

@@ -23,7 +23,7 @@ from policyqa.clean import clean  # noqa: E402
 from policyqa.embed import BundledPassageEncoder  # noqa: E402
 from policyqa.load import read_document  # noqa: E402
 from policyqa.search import Searcher  # noqa: E402
-from policyqa.store import Store  # noqa: E402
+from policyqa.store import Store, segment_name  # noqa: E402
 
 import crashkit  # the fault-injection harness, shared with bench/crash.py
 from conftest import CORPUS, cli_env, run_cli
@@ -197,6 +197,27 @@ def test_kill_9_at_any_moment_leaves_a_usable_index_and_the_next_update_complete
     assert by_point["committing"].after_kill == "old" and by_point["committed"].after_kill == "new"
 
 
+def test_kill_9_with_delta_segments_and_ivf(tmp_path, monkeypatch):
+    """The same harness on an index whose base segment is IVF and whose update writes a delta
+    segment and tombstones (the merge policy set to keep deltas in so small a corpus)."""
+    from policyqa import vectors as dense
+
+    monkeypatch.setenv("POLICYQA_EXACT_UP_TO", "8")
+    monkeypatch.setenv("POLICYQA_MERGE", "10,1.0,1.0")
+    monkeypatch.setattr(dense, "EXACT_UP_TO", 8)
+    setup = crashkit.prepare(CORPUS / "chengdu-sti-reform.txt", tmp_path / "setup")
+    store = Store.open(setup.template)
+    assert store.vector_layout()["kind"] == "ivf"
+    store.close()
+    trials = [crashkit.trial(setup, tmp_path, point, delay) for point, delay in crashkit.schedule(10, 5, setup.seconds)]
+    assert {t.point for t in trials} >= set(crashkit.POINTS)
+    index = tmp_path / "index"  # the last trial's, repaired
+    store = Store.open(index)
+    segments = store.segments()
+    store.close()
+    assert segments is not None and len(segments) == 2 and segments[0].dead, segments
+
+
 def test_reader_whose_vector_file_was_replaced_switches_to_the_current_generation(setup, index, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(setup.old, corpus)
@@ -204,12 +225,12 @@ def test_reader_whose_vector_file_was_replaced_switches_to_the_current_generatio
     searcher = Searcher(store)
     with store.snapshot():
         pinned = store.generation()  # this reader's snapshot starts here ...
-        # ... while a writer commits twice, which removes vectors-<pinned>
+        # ... while a writer commits twice, which removes the segments of <pinned>
         shutil.copy(setup.new / "e.txt", corpus)
         indexer.update(corpus, index, engine=crashkit.ENGINE)
         (corpus / "e.txt").unlink()
         indexer.update(corpus, index, engine=crashkit.ENGINE)
-        assert not (index / f"vectors-{pinned:06d}.faiss").exists()
+        assert not (index / segment_name(pinned)).exists()
         searcher._refresh()
     assert searcher.generation == pinned + 2
     hits = searcher.search(crashkit.QUESTION, 3).hits

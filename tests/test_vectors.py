@@ -146,3 +146,29 @@ def test_index_status_shows_how_vectors_are_indexed(seed_index):
     layout = json.loads(proc.stdout)["vectors"]
     assert layout["kind"] == "exact" and layout["recall_at_10"] == 1.0
     assert layout["vectors"] == json.loads(proc.stdout)["chunks"]
+
+
+def test_segments_search_as_one_index_without_tombstoned_ids(tmp_path, small_exact):
+    x = clustered(3000)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    base, _, _ = written(tmp_path, ids[:2500], x[:2500])  # IVF
+    delta, _, _ = written(tmp_path, ids[2500:], x[2500:])  # exact
+    dead = ids[:2500][::7]
+    looked_up: list[int] = []
+
+    def stored(wanted):
+        looked_up.extend(wanted)
+        return {int(c): x[int(c) - 1] for c in wanted}
+
+    segments = dense.Segments([(base, dead), (delta, np.zeros(0, np.int64))], [ids[:2500], ids[2500:]], stored)
+    assert segments.ntotal == 3000 - len(dead)
+    q = clustered(1, seed=5)[0]
+    scores, found = segments.search(q[None, :], 20)
+    assert not set(found[0].tolist()) & set(dead.tolist())
+    live = np.setdiff1d(ids, dead)
+    exact = exact_top(x[live - 1], live, q, 20)
+    assert len(set(found[0].tolist()) & set(exact.tolist())) >= 16
+    assert np.all(np.diff(scores[0]) <= 1e-6)  # best first across segments
+    some = [int(live[3]), 2999]
+    # an IVF segment's scores come from the store's vectors, not a scan of every list
+    assert np.allclose(segments.scores(q, some), x[np.array(some) - 1] @ q, atol=1e-5) and looked_up == some

@@ -11,7 +11,7 @@ search, fusion and the update diff stay one code path, so both backends rank ali
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from .records import ChunkRow, Meta
 
 if TYPE_CHECKING:
     from .lexical import LexicalIndex
-    from .store import DocumentRow, KeywordTexts, Plan, SkippedRow, Upsert
+    from .store import DocumentRow, KeywordTexts, NextChunk, Plan, SkippedRow, Upsert
 
 STORE_ENV = "POLICYQA_STORE"
 
@@ -71,7 +71,8 @@ class IndexStore(Protocol):
     def cache_vectors(self, hashes: list[str], vectors: np.ndarray) -> None: ...
     def plan(self, model: ModelInfo, upserts: list[Upsert], removed: list[str], replace_all: bool = False,
              keep: Iterable[str] = ()) -> Plan: ...
-    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str], keywords: KeywordTexts) -> int: ...
+    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str],
+               keywords: Callable[[Sequence[NextChunk]], KeywordTexts], optimize: bool = False) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ def write_json(obj) -> None:
 
 def run_indexer(
     corpus: Path, index_dir: Location, model: str | None = None, full: bool = False,
-    engine: str | None = None, wait_s: float | None = None,
+    engine: str | None = None, wait_s: float | None = None, optimize: bool = False,
 ):
     from . import indexer
     from .render import BuildProgress
@@ -162,7 +162,7 @@ def run_indexer(
     with BuildProgress(_stderr_console()) as progress:
         return indexer.update(
             corpus, index_dir, model_name=model, full=full, progress=progress, engine=engine,
-            writer_wait_s=indexer.WRITER_WAIT_S if wait_s is None else wait_s,
+            writer_wait_s=indexer.WRITER_WAIT_S if wait_s is None else wait_s, optimize=optimize,
         )
 
 
@@ -252,6 +252,17 @@ def index_update(
 ) -> None:
     """Bring the index in line with the corpus, embedding only new and changed files."""
     print_report(run_indexer(corpus, index_dir, model=model, engine=engine, wait_s=wait_s), as_json)
+
+
+@index.command("optimize")
+@corpus_option
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@engine_option
+@wait_option
+def index_optimize(corpus: Path, index_dir: Path, as_json: bool, engine: str | None, wait_s: float) -> None:
+    """Update the index and rewrite it as one segment (updates add small ones)."""
+    print_report(run_indexer(corpus, index_dir, engine=engine, wait_s=wait_s, optimize=True), as_json)
 
 
 @index.command("add")
@@ -359,7 +370,7 @@ def index_status(corpus: Path, index_dir: Location, as_json: bool, verify: bool)
         _print_status(status, index_dir)
     if verify and damaged:
         raise DamagedIndex(f"{len(damaged)} damaged file(s) in {index_dir}; "
-                           "`policyqa index update` rewrites them")
+                           "`policyqa index optimize` rewrites them")
 
 
 def _print_status(status: dict, index_dir: Location) -> None:

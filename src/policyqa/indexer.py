@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -21,7 +22,7 @@ from .embed import BUNDLED, Encoder, ModelError, passage_encoder
 from .load import CorpusError, Unreadable, corpus_files, read_document, relative_name
 from .metadata import describe
 from .records import Document
-from .store import KeywordTexts, NextChunk, Plan, Store, Upsert, pause_point, writer_lock
+from .store import KeywordTexts, NextChunk, Store, Upsert, pause_point, writer_lock
 
 if TYPE_CHECKING:
     from .backend import IndexStore, Location
@@ -89,28 +90,30 @@ def update(
     progress: Progress | None = None,
     writer_wait_s: float = WRITER_WAIT_S,
     engine: str | None = None,
+    optimize: bool = False,
 ) -> Report:
     """Bring the index in line with the corpus. `full` re-reads everything and writes a new
     index from it (and may change the model; a damaged database is started over);
     otherwise only new and changed files are read again. Either way only passages whose
     vector is not cached are embedded.
     `engine` computes the passages (see embed.passage_encoder); a second writer waits up
-    to `writer_wait_s` seconds for the first. `index_dir` may name a Milvus store instead
-    (backend.MilvusLocation)."""
+    to `writer_wait_s` seconds for the first. `optimize` rewrites the index as one segment
+    (store.merge_plan merges some at every commit), every file written again. `index_dir`
+    may name a Milvus store instead (backend.MilvusLocation)."""
     progress = progress or _Silent()
     started = time.monotonic()
     if not corpus.is_dir():
         raise CorpusError(f"corpus directory not found: {corpus}")
     if isinstance(index_dir, MilvusLocation):
         with writing(index_dir, writer_wait_s, on_wait=progress.note) as milvus:
-            report = _update_locked(milvus, corpus, model_name, full, progress, engine)
+            report = _update_locked(milvus, corpus, model_name, full, progress, engine, optimize)
         report.seconds = time.monotonic() - started
         return report
     index_dir.mkdir(parents=True, exist_ok=True)
     with writer_lock(index_dir, writer_wait_s, on_wait=progress.note):
         store = Store.create_or_open(index_dir, start_over=progress.warn if full else None)
         try:
-            report = _update_locked(store, corpus, model_name, full, progress, engine)
+            report = _update_locked(store, corpus, model_name, full, progress, engine, optimize)
         finally:
             store.close()
     report.seconds = time.monotonic() - started
@@ -125,7 +128,8 @@ def _encoder(name: str, engine: str | None, progress: Progress) -> Encoder:
 
 
 def _update_locked(
-    store: Store | IndexStore, corpus: Path, model_name: str | None, full: bool, progress: Progress, engine: str | None
+    store: Store | IndexStore, corpus: Path, model_name: str | None, full: bool, progress: Progress,
+    engine: str | None, optimize: bool = False,
 ) -> Report:
     current = store.model_info()
     if current and model_name and model_name != current.name and not full:
@@ -184,9 +188,9 @@ def _update_locked(
         if encoder.info.fingerprint != model.fingerprint:
             raise ModelError(f"model {model.name} has changed since the index was built; run `policyqa index build`")
         report.chunks_embedded = _embed(store, encoder, todo, progress)
-    if upserts or removed or full or store.needs_rewrite() or report.skipped != _skipped(store):
+    if upserts or removed or full or optimize or store.needs_rewrite() or report.skipped != _skipped(store):
         plan = store.plan(model, upserts, removed, replace_all=full, keep=keep)
-        store.commit(plan, chunking.SETTINGS, report.skipped, _keyword_texts(plan))
+        store.commit(plan, chunking.SETTINGS, report.skipped, keyword_texts, optimize=optimize)
     report.chunks = store.counts()[1]
     return report
 
@@ -200,13 +204,10 @@ def _skipped(store: Store | IndexStore) -> dict[str, str]:
     return {s.doc: s.reason for s in store.skipped()}
 
 
-def _keyword_texts(plan: Plan) -> KeywordTexts:
-    return keyword_texts(plan.chunks)
-
-
-def keyword_texts(chunks: list[NextChunk]) -> KeywordTexts:
-    """The keyword index is over the same contextual text that is embedded (title,
-    section, passage), and over whole documents (title and passages in order)."""
+def keyword_texts(chunks: Sequence[NextChunk]) -> KeywordTexts:
+    """The keyword index of a segment's chunks is over the same contextual text that is
+    embedded (title, section, passage), and over their whole documents (title and passages
+    in order; a segment holds every chunk of its documents)."""
     documents: dict[str, list[str]] = {}
     for n in sorted(chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
         documents.setdefault(n.chunk.doc, [n.title]).append(n.chunk.text)

@@ -1,48 +1,64 @@
-"""Keyword search: the BM25 indexes kept with each generation.
+"""Keyword search: the BM25 indexes kept with each index segment.
 
-Owns: writing the BM25 indexes of a generation (built by bm25s) into `lexical-NNNNNN/`
-beside that generation's vector file before the generation becomes current, and scoring
-a weighted query against them. Text is cut into terms by terms.py, two ways: words for
-an English question's translation (weighted alternative Chinese words, which bigrams
-would blur) and character bigrams for Chinese questions; bench/retrieval.py compares the
-two.
+Owns: writing the keyword index of an index segment (segments.py's unit: the passages
+one commit added) into `keywords/` of its directory, streaming, in parts of at most
+PART_CHUNKS passages so that memory is bounded by a part, not by the corpus; and scoring
+a weighted query over every part of every live segment as one BM25 index. Text is cut
+into terms by terms.py, two ways: words for an English question's translation (weighted
+alternative Chinese words, which bigrams would blur) and character bigrams for Chinese
+questions; bench/retrieval.py compares the two.
 
-The query side reads the arrays bm25s computes with numpy alone: bm25s imports scipy,
-which would cost a cold question about a second. bm25s holds the BM25 weight of every
-(document, term) pair as a sparse matrix in CSC form, so a query's scores are the weighted
-sums of its terms' columns. Terms are looked up in a sorted array rather than bm25s's JSON
-vocabulary: parsing a bigram vocabulary would cost a cold question more than the search,
-and writing it a noticeable share of a commit.
+What is stored is what Lucene stores: per part, the sorted term array, CSC postings
+(rows, term frequency) per term and each row's length in terms. The collection
+statistics BM25 needs -- the number of live rows N, their mean length and each query
+term's document frequency -- are computed at query time over the live rows of all parts,
+so that scores are comparable across segments and a passage scores exactly as it would in
+one index rebuilt without the deleted passages. With one part the arithmetic is bm25s's
+"lucene" method step for step (same dtypes, same order), so scores equal bm25s's bit for
+bit (tests/test_segments.py checks it on real text).
+
+The query side uses numpy alone, reading what a query needs by position (_Array): bm25s imports scipy, which
+would cost a cold question about a second, and parsing a JSON vocabulary would cost more
+than the search.
 """
 from __future__ import annotations
 
 import functools
 import json
 import math
+import os
 import unicodedata
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .files import prune_generations, replaced
 from .terms import STOPWORDS, bigrams, is_han, words
-from .translate import TABLE_VERSION, load_table
+from .translate import TABLE_NAME, TABLE_VERSION, build_table
 
-SETTINGS = {"format": 2, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75,
-            "method": "lucene", "translations": TABLE_VERSION}
+TERMS_BLOCK = 64  # terms per block of the terms index: a lookup reads one block (a few KB)
+SETTINGS = {"format": 3, "words": "rjieba-search", "characters": "han-bigrams", "k1": 1.2, "b": 0.75,
+            "method": "lucene", "translations": TABLE_VERSION, "terms_block": TERMS_BLOCK}
 WORDS, BIGRAMS = "words", "bigrams"
 LONGEST_WORD = 8  # characters; Keywords.contained looks no further
-PREFIX = "lexical"
-_DIR = PREFIX + "-{:06d}"
+KEYWORDS = "keywords"  # the keyword index's folder in a segment's directory
+OLD_PREFIX = "lexical"  # a generation's keyword folder before segments (removed after the next commit)
+# Passages a part holds. The writer's memory is one part's postings (about 12 bytes per
+# (passage, term) pair, ~150 bigrams a passage: ~200 MB at 100k, measured by
+# bench/scale.py) plus its vocabulary; a reader opens a few arrays per part, so parts
+# much smaller than this would cost a cold question file opens for nothing.
+PART_CHUNKS = 100_000
+_PART = "part-{:03d}"
 
 
 def _by_line(cut: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     """`cut`, line by line with each distinct line cut once: a document's lines are its
     passages' lines, so documents cost nothing more. (The segmenter never joins words
     across a line break, so this cuts exactly as `cut` would; bigrams do join, and are
-    cheap.)"""
+    cheap.) The cache lives as long as one part."""
     seen: dict[str, list[str]] = {}
 
     def cut_lines(text: str) -> list[str]:
@@ -56,111 +72,232 @@ def _by_line(cut: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     return cut_lines
 
 
-def generation_dir(index_dir: Path, generation: int) -> Path:
-    return index_dir / _DIR.format(generation)
-
-
-def _write_bm25(directory: Path, tokens: list[list[str]]) -> set[str]:
-    """A bm25s index of the token lists (row order kept) saved in `directory`, with its
-    vocabulary as sorted arrays (Bm25.column); returns the vocabulary."""
-    import bm25s
-
+def _write_bm25(directory: Path, texts: Iterable[str], cut: Callable[[str], list[str]]) -> set[str]:
+    """The postings of the texts (row order kept) in `directory`: sorted `terms`, `indptr`
+    into `indices` (rows) and `tf` per term, `lengths` per row; returns the vocabulary.
+    Pairs are packed in C arrays as they come, so a part costs its postings, not its
+    token lists."""
     directory.mkdir(parents=True)
-    if not tokens:
-        return set()
-    bm25 = bm25s.BM25(k1=SETTINGS["k1"], b=SETTINGS["b"], method=SETTINGS["method"])
-    # bm25s needs a vocabulary: a corpus without words gets one empty term.
-    bm25.index(tokens if any(tokens) else [[""]] * len(tokens), show_progress=False)
-    for name in ("data", "indices", "indptr"):
-        np.save(directory / f"{name}.csc.index.npy", bm25.scores[name])
-    vocab = sorted(bm25.vocab_dict)
-    np.save(directory / "terms.npy", np.array(vocab, dtype=str))
-    np.save(directory / "columns.npy", np.array([bm25.vocab_dict[t] for t in vocab], dtype=np.int64))
+    vocab: dict[str, int] = {}
+    cols, tfs, per_row, lengths = array("i"), array("i"), array("i"), array("i")
+    for text in texts:
+        tokens = cut(text)
+        counts = Counter(tokens)
+        cols.extend(vocab.setdefault(t, len(vocab)) for t in counts)
+        tfs.extend(counts.values())
+        per_row.append(len(counts))
+        lengths.append(len(tokens))
+    terms = np.array(list(vocab), dtype=str) if vocab else np.zeros(0, dtype="<U1")
+    by_term = np.argsort(terms, kind="stable")
+    rank = np.empty(len(terms), dtype=np.int64)
+    rank[by_term] = np.arange(len(terms))
+    col = rank[np.frombuffer(cols, dtype=np.int32)] if len(cols) else np.zeros(0, np.int64)
+    rows = np.repeat(np.arange(len(per_row), dtype=np.int32), np.frombuffer(per_row, dtype=np.int32)) \
+        if len(per_row) else np.zeros(0, np.int32)
+    order = np.argsort(col, kind="stable")  # rows stay ascending within a term
+    indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(col, minlength=len(terms)), out=indptr[1:])
+    np.save(directory / "terms.npy", terms[by_term])
+    np.save(directory / "terms_index.npy", terms[by_term][::TERMS_BLOCK])
+    np.save(directory / "indptr.npy", indptr)
+    np.save(directory / "indices.npy", rows[order])
+    tf = np.frombuffer(tfs, dtype=np.int32)[order] if len(tfs) else np.zeros(0, np.int32)
+    np.save(directory / "tf.npy", tf.astype(np.float32))
+    np.save(directory / "lengths.npy", np.frombuffer(lengths, dtype=np.int32) if len(lengths)
+            else np.zeros(0, np.int32))
     return set(vocab)
 
 
-def write(index_dir: Path, generation: int, ids: np.ndarray, texts: list[str], docs: list[str],
-          documents: dict[str, str]) -> None:
-    """Write the keyword index of `generation` and sync it: for words and for bigrams,
-    BM25 over the passages (chunk ids in `ids` order, `docs` their documents) and over
-    whole `documents` (path -> text); plus the translation table of the word vocabulary."""
-    from .translate import write_table
-
-    paths = sorted(documents)
-    with replaced(generation_dir(index_dir, generation)) as tmp:
+def write(directory: Path, ids: np.ndarray, texts: Sequence[str], docs: Sequence[str],
+          documents: Mapping[str, str]) -> None:
+    """Write a segment's keyword index into `directory` (which must not exist; the caller
+    syncs and renames it): for words and for bigrams, BM25 postings over the passages
+    (chunk ids in `ids` order, ascending; `docs` their documents) and over the whole
+    `documents` (path -> text) they belong to; plus the translation table of the word
+    vocabulary. Parts end at a document's end, so a document's row is in its passages' part."""
+    directory.mkdir(parents=True)
+    ids = np.asarray(ids, dtype=np.int64)
+    vocab: set[str] = set()
+    start, part = 0, 0
+    while start < len(ids) or (part == 0 and not len(ids)):
+        end = min(len(ids), start + PART_CHUNKS)
+        while 0 < end < len(ids) and docs[end] == docs[end - 1]:
+            end += 1
+        d = directory / _PART.format(part)
+        d.mkdir()
+        paths = sorted(set(docs[start:end]))
         for name, cut in ((WORDS, _by_line(words)), (BIGRAMS, bigrams)):
-            vocab = _write_bm25(tmp / name / "passages", [cut(t) for t in texts])
-            _write_bm25(tmp / name / "documents", [cut(documents[p]) for p in paths])
+            found = _write_bm25(d / name / "passages", texts[start:end], cut)
+            _write_bm25(d / name / "documents", (documents[p] for p in paths), cut)
             if name == WORDS:
-                write_table(tmp, vocab)
+                vocab |= found
         row_of_doc = {p: i for i, p in enumerate(paths)}
-        np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
-        np.save(tmp / "chunk_documents.npy", np.array([row_of_doc[d] for d in docs], dtype=np.int64))
-        (tmp / "settings.json").write_text(json.dumps(SETTINGS, sort_keys=True), encoding="utf-8")
+        np.save(d / "ids.npy", ids[start:end])
+        np.save(d / "chunk_documents.npy", np.array([row_of_doc[x] for x in docs[start:end]], dtype=np.int64))
+        start, part = end, part + 1
+    (directory / TABLE_NAME).write_text(json.dumps(build_table(vocab), ensure_ascii=False), encoding="utf-8")
+    (directory / "settings.json").write_text(json.dumps(dict(SETTINGS, parts=part), sort_keys=True),
+                                             encoding="utf-8")
 
 
-def is_current(index_dir: Path, generation: int) -> bool:
-    """Whether the generation's keyword index was written with today's SETTINGS (an
-    older one is rewritten by the next `index update`; no passage is embedded again)."""
+def is_current(directory: Path) -> bool:
+    """Whether a segment's keyword index was written with today's SETTINGS (an older one
+    is rewritten by the next `index update`; no passage is embedded again)."""
     try:
-        written = json.loads((generation_dir(index_dir, generation) / "settings.json").read_text(encoding="utf-8"))
+        written = json.loads((directory / "settings.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return written == SETTINGS
+    return isinstance(written, dict) and {k: v for k, v in written.items() if k != "parts"} == SETTINGS
 
 
-def remove_old(index_dir: Path, generation: int) -> None:
-    """Keep the current generation and the previous one (for readers switching now)."""
-    prune_generations(index_dir, PREFIX, generation)
+class _Array:
+    """A saved array read by position (pread) into private memory. A memory map would do
+    as much on paper, but the kernel maps a large page-cache folio around every touched
+    page, so a cold question's few postings per term mapped megabytes of each file
+    (bench/scale.py's cold peak RSS)."""
+
+    def __init__(self, path: Path):
+        mapped = np.load(path, mmap_mode="r")  # reads the header; maps, touches nothing
+        assert isinstance(mapped, np.memmap), "np.load maps a saved array"
+        self.dtype, self.length, self.start = mapped.dtype, len(mapped), int(mapped.offset)
+        del mapped
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        size = self.dtype.itemsize
+        data = os.pread(self.fd, (hi - lo) * size, self.start + lo * size)
+        if len(data) != (hi - lo) * size:
+            raise ValueError("a keyword file is shorter than its header says")
+        return np.frombuffer(data, dtype=self.dtype)
+
+
+class _Postings:
+    """One part's postings of one kind (passages or documents) and one cut."""
+
+    def __init__(self, directory: Path, offset: int, live: np.ndarray | None):
+        self.terms = _Array(directory / "terms.npy")
+        # Every TERMS_BLOCK-th term, in memory: a lookup reads one block of the terms file.
+        self.block = np.load(directory / "terms_index.npy")
+        self.indptr = _Array(directory / "indptr.npy")
+        self.indices = _Array(directory / "indices.npy")
+        self.tf = _Array(directory / "tf.npy")
+        self.lengths_file = _Array(directory / "lengths.npy")
+        self.offset = offset  # the part's first row among all parts'
+        self.live = live  # by part-local row; None when every row is live
+        self._lengths: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths_file)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        if self._lengths is None:
+            self._lengths = self.lengths_file.read(0, self.rows)
+        return self._lengths
+
+    def column(self, term: str) -> int | None:
+        # The array's fixed width would silently truncate a longer term in the comparison.
+        if not len(self.terms) or len(term) > self.terms.dtype.itemsize // 4:
+            return None
+        j = int(np.searchsorted(self.block, term, side="right")) - 1
+        if j < 0:
+            return None
+        lo = j * TERMS_BLOCK
+        block = self.terms.read(lo, min(lo + TERMS_BLOCK, len(self.terms)))
+        i = int(np.searchsorted(block, term))
+        return lo + i if i < len(block) and block[i] == term else None
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """(part-local rows, tf) of the live rows that contain `term`."""
+        col = self.column(term)
+        if col is None:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        lo, hi = (int(x) for x in self.indptr.read(col, col + 2))
+        rows, tf = self.indices.read(lo, hi), self.tf.read(lo, hi)
+        if self.live is not None:
+            keep = self.live[rows]
+            rows, tf = rows[keep], tf[keep]
+        return rows, tf
 
 
 @dataclass
 class Bm25:
-    """bm25s's arrays: the BM25 weight of every (row, term) pair, CSC by term."""
+    """BM25 ("lucene" variant, bm25s's arithmetic) over the live rows of several parts,
+    rows numbered part after part."""
 
-    terms: np.ndarray  # sorted vocabulary
-    columns: np.ndarray  # the CSC column of each of `terms`
-    data: np.ndarray
-    indices: np.ndarray
-    indptr: np.ndarray
-    rows: int
+    parts: list[_Postings]
+    rows: int  # all rows, live or not
+    live_rows: int
+    mean_length: float
+    _norms: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, directory: Path, rows: int) -> Bm25:
-        if not (directory / "terms.npy").exists():
-            empty = np.zeros(0, np.int32)
-            return cls(np.zeros(0, dtype=str), empty, np.zeros(0, np.float32), empty, np.zeros(1, np.int32), rows)
-        return cls(
-            terms=np.load(directory / "terms.npy", mmap_mode="r"),
-            columns=np.load(directory / "columns.npy", mmap_mode="r"),
-            data=np.load(directory / "data.csc.index.npy", mmap_mode="r"),
-            indices=np.load(directory / "indices.csc.index.npy", mmap_mode="r"),
-            indptr=np.load(directory / "indptr.csc.index.npy"),
-            rows=rows,
-        )
+    def of(cls, parts: list[_Postings]) -> Bm25:
+        rows = sum(p.rows for p in parts)
+        live = [p.live for p in parts]
+        live_rows = sum(p.rows if m is None else int(m.sum()) for p, m in zip(parts, live))
+        total = sum(int(np.sum(p.lengths_file.read(0, p.rows), dtype=np.int64)) if m is None
+                    else int(np.sum(p.lengths[m], dtype=np.int64)) for p, m in zip(parts, live))
+        # bm25s: np.mean of the lengths, a float64 sum of integers (exact) over the count.
+        return cls(parts, rows, live_rows, float(np.float64(total) / live_rows) if live_rows else 0.0)
 
-    def column(self, term: str) -> int | None:
-        i = int(np.searchsorted(self.terms, term))
-        # The array's fixed width would silently truncate a longer term in the comparison.
-        if i == len(self.terms) or len(term) > self.terms.itemsize // 4 or self.terms[i] != term:
-            return None
-        return int(self.columns[i])
+    def _norm(self, i: int) -> np.ndarray:
+        """k1 * (1 - b + b * length / mean length) of every row of part i, as bm25s computes it."""
+        if i not in self._norms:
+            k1, b = float(SETTINGS["k1"]), float(SETTINGS["b"])  # type: ignore[arg-type]
+            lengths = np.asarray(self.parts[i].lengths)
+            self._norms[i] = k1 * ((1 - b) + b * lengths / np.float64(self.mean_length))
+        return self._norms[i]
+
+    def _found(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        return [(i, *p.postings(term)) for i, p in enumerate(self.parts)]
 
     def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
-        """BM25 score of every row for a query whose terms carry weights (1 for a plain
-        query; translation alternatives share one term's weight)."""
+        """BM25 score of every row (0 for a deleted one) for a query whose terms carry
+        weights (1 for a plain query; translation alternatives share one term's weight)."""
         out = np.zeros(self.rows, dtype=np.float32)
+        n = self.live_rows
         for term, weight in weighted_terms.items():
-            col = self.column(term)
-            if col is None or weight <= 0:
+            if weight <= 0:
                 continue
-            lo, hi = self.indptr[col], self.indptr[col + 1]
-            np.add.at(out, self.indices[lo:hi], weight * self.data[lo:hi])
+            found = self._found(term)
+            df = sum(len(rows) for _, rows, _ in found)
+            if not df:
+                continue
+            idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
+            for i, rows, tf in found:
+                if not len(rows):
+                    continue
+                # bm25s's float32(idf * tf / (norm + tf)) in float64, in place
+                tfc = self._norm(i).take(rows)
+                tfc += tf
+                np.divide(tf, tfc, out=tfc)
+                tfc *= idf
+                data = tfc.astype(np.float32)
+                data *= weight
+                part = self.parts[i]
+                # A term's rows in a part are distinct, so a fancy-indexed add adds each once
+                # (what np.add.at would, at a fraction of its cost).
+                out[part.offset:part.offset + part.rows][rows] += data
         return out
 
     def rows_with(self, term: str) -> np.ndarray:
-        col = self.column(term)
-        return self.indices[self.indptr[col]:self.indptr[col + 1]] if col is not None else np.zeros(0, np.int32)
+        """The live rows that contain `term`, ascending."""
+        found = [rows.astype(np.int64) + self.parts[i].offset for i, rows, _ in self._found(term) if len(rows)]
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+    def column(self, term: str) -> int | None:
+        """Not None when some part's vocabulary has `term` (deleted rows may be all that use it)."""
+        return 0 if any(p.column(term) is not None for p in self.parts) else None
 
 
 @dataclass
@@ -170,10 +307,6 @@ class Keywords:
 
     passages: Bm25
     documents: Bm25
-
-    @classmethod
-    def load(cls, directory: Path, passages: int, documents: int) -> Keywords:
-        return cls(Bm25.load(directory / "passages", passages), Bm25.load(directory / "documents", documents))
 
     def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
         """Passage BM25 scores, by passage row."""
@@ -213,7 +346,7 @@ class Keywords:
         """The share of the query's information (IDF x weight) that passage `row` contains.
         A term the corpus never uses counts as missing (a question about something else),
         and so does each of `unknown` further words (e.g. English words with no translation)."""
-        n = self.passages.rows
+        n = self.passages.live_rows
         found = 0.0
         total = unknown * math.log(1 + (n + 0.5) / 0.5)
         for term, weight in weighted_terms.items():
@@ -225,31 +358,87 @@ class Keywords:
         return found / total if total else 0.0
 
 
+class RowOf:
+    """chunk id -> passage row, by binary search: rows are in ascending chunk id (each
+    segment's ids follow the previous segment's), so no million-entry dict is built."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+        self.sorted = bool(np.all(ids[1:] > ids[:-1])) if len(ids) > 1 else True
+        self._dict = None if self.sorted else {int(c): r for r, c in enumerate(ids)}
+
+    def get(self, cid: int, default: int | None = None) -> int | None:
+        if self._dict is not None:
+            return self._dict.get(int(cid), default)
+        i = int(np.searchsorted(self.ids, cid))
+        return i if i < len(self.ids) and self.ids[i] == cid else default
+
+    def __contains__(self, cid: object) -> bool:
+        return isinstance(cid, (int, np.integer)) and self.get(int(cid)) is not None
+
+    def __getitem__(self, cid: int) -> int:
+        row = self.get(cid)
+        if row is None:
+            raise KeyError(cid)
+        return row
+
+
 @dataclass
 class LexicalIndex:
-    """One generation's keyword index, read-only."""
+    """A generation's keyword index (every part of its segments), read-only. Rows of
+    deleted passages (a segment's tombstones) stay in `ids` and score 0."""
 
     ids: np.ndarray  # passage row -> chunk id
     chunk_documents: np.ndarray  # passage row -> document row
     words: Keywords
     bigrams: Keywords
-    directory: Path
+    directories: list[Path]
     _translations: dict[str, dict[str, float]] | None = None
 
     @classmethod
-    def load(cls, index_dir: Path, generation: int) -> LexicalIndex | None:
-        """None when the generation has no keyword index of today's kind (written before
-        there was one, or with other SETTINGS) or a damaged one: `index update` rewrites it."""
-        if not is_current(index_dir, generation):
-            return None
-        d = generation_dir(index_dir, generation)
+    def load(cls, segments: Sequence[tuple[Path, np.ndarray]]) -> LexicalIndex | None:
+        """The keyword index of these segments (keyword folder, deleted chunk ids). None
+        when one has no keyword index of today's kind (written before there was one, or
+        with other SETTINGS) or a damaged one: `index update` rewrites it."""
         try:
-            ids = np.load(d / "ids.npy")
-            chunk_documents = np.load(d / "chunk_documents.npy")
-            n_docs = int(chunk_documents.max()) + 1 if len(chunk_documents) else 0
-            return cls(ids, chunk_documents, Keywords.load(d / WORDS, len(ids), n_docs),
-                       Keywords.load(d / BIGRAMS, len(ids), n_docs), d)
-        except (OSError, ValueError):
+            ids, chunk_documents, doc_offset = [], [], 0
+            postings: dict[tuple[str, str], list[_Postings]] = {}
+            offset = 0
+            for directory, dead in segments:
+                if not is_current(directory):
+                    return None
+                parts = json.loads((directory / "settings.json").read_text(encoding="utf-8"))["parts"]
+                for k in range(parts):
+                    d = directory / _PART.format(k)
+                    part_ids = np.load(d / "ids.npy")
+                    docs = np.load(d / "chunk_documents.npy")
+                    live = ~np.isin(part_ids, dead) if len(dead) else None
+                    if live is not None and live.all():
+                        live = None
+                    n_docs = int(docs.max()) + 1 if len(docs) else 0
+                    doc_live = None
+                    if live is not None:  # a document is replaced whole: its row goes with its passages
+                        doc_live = np.ones(n_docs, dtype=bool)
+                        doc_live[docs[~live]] = False
+                        doc_live[docs[live]] = True
+                    for cut in (WORDS, BIGRAMS):
+                        postings.setdefault((cut, "passages"), []).append(
+                            _Postings(d / cut / "passages", offset, live))
+                        postings.setdefault((cut, "documents"), []).append(
+                            _Postings(d / cut / "documents", doc_offset, doc_live))
+                    ids.append(part_ids)
+                    chunk_documents.append(docs + doc_offset)
+                    offset += len(part_ids)
+                    doc_offset += n_docs
+            if not ids:
+                return None
+
+            def keywords(cut: str) -> Keywords:
+                return Keywords(Bm25.of(postings[(cut, "passages")]), Bm25.of(postings[(cut, "documents")]))
+
+            return cls(np.concatenate(ids), np.concatenate(chunk_documents), keywords(WORDS), keywords(BIGRAMS),
+                       [d for d, _ in segments])
+        except (OSError, ValueError, KeyError, IndexError, AssertionError):
             return None  # a damaged keyword index: searched without until `index update` rewrites it
 
     def keywords(self, cut: str) -> Keywords:
@@ -257,15 +446,24 @@ class LexicalIndex:
 
     @property
     def translations(self) -> dict[str, dict[str, float]]:
-        """English -> Chinese corpus words (translate.py), read on first English question."""
+        """English -> Chinese corpus words (translate.py) of every segment, read on the
+        first English question: the table of the union of the segments' vocabularies is
+        the union of their tables (each entry's strength does not depend on the vocabulary)."""
         if self._translations is None:
+            merged: dict[str, dict[str, float]] = {}
             try:
-                self._translations = load_table(self.directory) or {}
-            except ValueError:  # damaged: English questions go without until `index update`
-                self._translations = {}
+                for directory in self.directories:
+                    table = json.loads((directory / TABLE_NAME).read_text(encoding="utf-8"))
+                    for key, found in table.items():
+                        slot = merged.setdefault(key, {})
+                        for term, strength in found.items():
+                            slot[term] = max(slot.get(term, 0.0), strength)
+            except (OSError, ValueError):  # damaged: English questions go without until `index update`
+                merged = {}
+            self._translations = merged
         return self._translations
 
     @functools.cached_property
-    def row_of(self) -> dict[int, int]:
+    def row_of(self) -> RowOf:
         """chunk id -> passage row"""
-        return {int(c): r for r, c in enumerate(self.ids)}
+        return RowOf(self.ids)

@@ -36,14 +36,14 @@ import logging
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import lexical
+from . import files, lexical
 from .backend import MilvusLocation
 from .embed import ModelInfo
 from .records import Chunk, ChunkRow, Meta
@@ -74,6 +74,7 @@ SCAN_BATCH = 4096
 TEXT_MAX = 65535  # Milvus's largest VARCHAR, in bytes
 DUMMY_DIM = 2  # every Milvus 2.5 collection needs a vector field; documents and meta have no use for one
 NO_PAGE = -1
+KEYWORD_DIR = "keywords"  # the cached keyword index: keywords-NNNNNN/ in the cache directory
 FIELDS = ["id", "doc", "ordinal", "start", "end", "section", "text", "embed_hash", "page"]
 
 
@@ -251,7 +252,6 @@ class MilvusStore:
         self.pending = f"{prefix}_pending"
         self.dir = cache_dir(where)
         self._documents: tuple[str, dict[str, dict]] | None = None  # (build id, path -> row)
-        self._stale: list[int] = []  # chunk rows no document owns, found by plan(), deleted by commit()
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
@@ -371,6 +371,15 @@ class MilvusStore:
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self._scan(self.meta_name, ["key", "value"])}
 
+    def _max_id(self) -> int:
+        """The largest chunk id ever given out (ids are never reused)."""
+        stored = self._meta_value("next_chunk_id")
+        if stored:
+            return int(stored) - 1
+        if not self.client.has_collection(self.chunks):
+            return 0
+        return max((r["id"] for r in self._scan(self.chunks, ["id"])), default=0)
+
     def _meta_value(self, key: str) -> str | None:
         rows = self.client.get(self.meta_name, ids=[key], output_fields=["value"])
         return rows[0]["value"] if rows else None
@@ -421,7 +430,9 @@ class MilvusStore:
         with FileLock(str(self.dir / "keywords.lock")):
             found = self._cached_lexical(generation, build)
             if found is None:
-                self._write_lexical(generation, build, self._keyword_texts())
+                from .indexer import keyword_texts
+
+                self._write_lexical(generation, build, self._live_chunks()[0], keyword_texts)
                 found = self._cached_lexical(generation, build)
         return found
 
@@ -432,24 +443,39 @@ class MilvusStore:
             return None
         if stamp != {"generation": generation, "build_id": build}:
             return None
-        return lexical.LexicalIndex.load(self.dir, generation)
+        return lexical.LexicalIndex.load([(self._keyword_dir(generation), np.zeros(0, dtype=np.int64))])
 
-    def _write_lexical(self, generation: int, build: str, keywords: tuple[np.ndarray, list[str], KeywordTexts]) -> None:
-        ids, docs, texts = keywords
+    def _keyword_dir(self, generation: int) -> Path:
+        return self.dir / f"{KEYWORD_DIR}-{generation:06d}"
+
+    def _write_lexical(self, generation: int, build: str, chunks: Sequence[NextChunk],
+                       texts_of: Callable[[Sequence[NextChunk]], KeywordTexts]) -> None:
+        """The keyword index of these chunks (in id order: a document's ids are one range) as
+        one segment of lexical.py's, in bounded memory like a local one; older ones removed."""
+        texts = texts_of(chunks)
+        target = self._keyword_dir(generation)
         self.dir.mkdir(parents=True, exist_ok=True)
-        lexical.write(self.dir, generation, ids, texts.passages, docs, texts.documents)
+        with files.replaced(target, sync=False) as tmp:  # a cache: rebuilt from Milvus when lost
+            lexical.write(tmp, np.array([c.id for c in chunks], dtype=np.int64), texts.passages,
+                          [c.chunk.doc for c in chunks], texts.documents)
         (self.dir / "keywords.json").write_text(json.dumps({"generation": generation, "build_id": build}),
                                                 encoding="utf-8")
-        lexical.remove_old(self.dir, generation)
+        for old in self.dir.glob(f"{KEYWORD_DIR}-*"):
+            if old != target:
+                files.remove(old)
 
-    def _keyword_texts(self) -> tuple[np.ndarray, list[str], KeywordTexts]:
-        from .indexer import keyword_texts
-
+    def _live_chunks(self) -> tuple[list[NextChunk], list[int]]:
+        """The chunks of the current generation in id order, and the ids of chunk rows that
+        no document owns (what a stopped writer left)."""
         docs = self._document_rows()
-        rows = sorted((r for r in self._scan(self.chunks, FIELDS) if self._live(r, docs)), key=lambda r: r["id"])
-        chunks = [NextChunk(r["id"], docs[r["doc"]]["title"], _chunk(r), r["embed_hash"]) for r in rows]
-        return (np.array([c.id for c in chunks], dtype=np.int64), [c.chunk.doc for c in chunks],
-                keyword_texts(chunks))
+        live, stale = [], []
+        for r in sorted(self._scan(self.chunks, FIELDS), key=lambda r: r["id"]) \
+                if self.client.has_collection(self.chunks) else []:
+            if self._live(r, docs):
+                live.append(NextChunk(r["id"], docs[r["doc"]]["title"], _chunk(r), r["embed_hash"]))
+            else:
+                stale.append(r["id"])
+        return live, stale
 
     def _rows(self, rows: Iterable[dict]) -> list[ChunkRow]:
         docs = self._document_rows()
@@ -554,40 +580,43 @@ class MilvusStore:
 
     def plan(self, model: ModelInfo, upserts: list[Upsert], removed: list[str], replace_all: bool = False,
              keep: Iterable[str] = ()) -> Plan:
-        """The next generation, as store.Store.plan makes it (kept chunks by id, then the new
-        ones under new ids); also finds the rows of no document for commit() to delete."""
+        """The next generation, as store.Store.plan makes it: the new chunks under ids above
+        every id used before, and the ids of the current chunks it drops."""
         old = self.model_info()
         if old and not replace_all and (old.fingerprint != model.fingerprint or old.name != model.name):
             raise StoreError(f"the index was built with {old.name}; use `policyqa index build` to change model")
-        changed = {u.doc.path for u in upserts}
-        keep = frozenset(keep)
-        gone = set(removed)
         docs = self._document_rows()
-        rows = list(self._scan(self.chunks, FIELDS)) if self.client.has_collection(self.chunks) else []
-        self._stale = [r["id"] for r in rows if not self._live(r, docs)]
-        chunks = [
-            NextChunk(r["id"], docs[r["doc"]]["title"], _chunk(r), r["embed_hash"])
-            for r in sorted(rows, key=lambda r: r["id"]) if self._live(r, docs)
-            and (r["doc"] in keep if replace_all else r["doc"] not in changed and r["doc"] not in gone)
-        ]
-        next_id = max([r["id"] for r in rows] + [d["last_id"] for d in docs.values()] + [0]) + 1
+        top = self._max_id()
+        next_id = max([top] + [d["last_id"] for d in docs.values()] + [0]) + 1
+        new = []
         for u in upserts:
             for c, h in zip(u.chunks, u.embed_hashes):
-                chunks.append(NextChunk(next_id, u.doc.title, c, h))
+                new.append(NextChunk(next_id, u.doc.title, c, h))
                 next_id += 1
-        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, chunks)
+        going = [] if replace_all else [u.doc.path for u in upserts] + list(removed)
+        leaving = np.array([i for p in going if p in docs for i in range(docs[p]["first_id"], docs[p]["last_id"] + 1)],
+                           dtype=np.int64)
+        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, frozenset(keep), new, leaving)
 
-    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str], keywords: KeywordTexts) -> int:
-        """Make the planned generation current (in the order the module's note gives)."""
+    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str],
+               keywords: Callable[[Sequence[NextChunk]], KeywordTexts], optimize: bool = False) -> int:
+        """Make the planned generation current (in the order the module's note gives).
+        `optimize` asks nothing more of Milvus, which merges its own segments, and the
+        keyword index is written whole at every commit."""
         generation, model = plan.generation, plan.model
-        self._set_meta({"writing": "1"})
+        current, stale = self._live_chunks()
+        leaving = set(plan.leaving.tolist())
+        kept = [n for n in current if (n.chunk.doc in plan.keep if plan.replace_all else n.id not in leaving)]
+        new = plan.new
+        # Recorded before any row is written: rows a stopped writer left stay below the
+        # next plan's ids, so deleting them never deletes a new chunk.
+        self._set_meta({"writing": "1", "next_chunk_id": str(max([n.id for n in new] + [self._max_id()]) + 1)})
         self._ensure(self.chunks, self._chunks_schema, dim=model.dim)  # type: ignore[arg-type]
-        new = plan.chunks[len(plan.chunks) - sum(len(u.chunks) for u in plan.upserts):]
         vectors = self._vectors_for(list(dict.fromkeys(n.embed_hash for n in new)))
         for i in range(0, len(new), BATCH):
             self.client.insert(self.chunks, [_chunk_row(n, vectors[n.embed_hash]) for n in new[i:i + BATCH]])
         pause_point("vectors-written")
-        next_docs = {n.chunk.doc for n in plan.chunks}
+        next_docs = {n.chunk.doc for n in kept + new}
         old_docs = self._document_rows()
         dropped = [p for p in old_docs if p not in next_docs or p in {u.doc.path for u in plan.upserts}]
         by_doc: dict[str, list[int]] = {}
@@ -611,13 +640,11 @@ class MilvusStore:
         gone = [p for p in dropped if p not in {u.doc.path for u in plan.upserts}]
         for i in range(0, len(gone), BATCH):
             self.client.delete(self.docs, ids=gone[i:i + BATCH])
-        stale = self._stale + [i for p in dropped for i in range(old_docs[p]["first_id"], old_docs[p]["last_id"] + 1)]
+        stale += [i for p in dropped for i in range(old_docs[p]["first_id"], old_docs[p]["last_id"] + 1)]
         for i in range(0, len(stale), BATCH):
             self.client.delete(self.chunks, ids=stale[i:i + BATCH])
-        self._stale = []
         build = uuid.uuid4().hex
-        self._write_lexical(generation, build, (np.array([c.id for c in plan.chunks], dtype=np.int64),
-                                                [c.chunk.doc for c in plan.chunks], keywords))
+        self._write_lexical(generation, build, kept + new, keywords)
         pause_point("committing")
         meta = self.meta()
         self._set_meta({
@@ -625,7 +652,7 @@ class MilvusStore:
             "dim": str(model.dim), "chunker": json.dumps(settings, sort_keys=True), "built_at": stamp,
             "created_at": meta.get("created_at") or stamp, "build_id": build, "writing": "0",
             "skipped": json.dumps(skipped, ensure_ascii=False, sort_keys=True),
-            "vectors": json.dumps({"kind": "milvus", "vectors": len(plan.chunks), "collection": self.chunks}),
+            "vectors": json.dumps({"kind": "milvus", "vectors": len(kept) + len(new), "collection": self.chunks}),
         })
         if self.client.has_collection(self.pending):
             self.client.delete(self.pending, filter='hash != ""')

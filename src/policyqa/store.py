@@ -1,12 +1,21 @@
-"""The on-disk index: one SQLite database and versioned FAISS files beside it.
+"""The on-disk index: one SQLite database and immutable segment directories beside it.
 
 Owns: the schema, the embedding cache (content hash -> vector, so nothing is embedded
 twice), the atomic switch from one index generation to the next, the single-writer lock,
-and reading a consistent snapshot. The FAISS file and keyword index of generation N are
-written and synced before the SQLite transaction that makes N current, and that
-transaction records their checksums, so the database never points at a file that is
-missing, damaged or disagrees with its chunks. What goes into the keyword index is the
-indexer's to say: the store is handed its texts. Nothing is pickled.
+and reading a consistent snapshot.
+
+A generation is a list of segments plus tombstones. A segment (`segment-NNNNNN/`, NNNNNN
+the generation that wrote it) holds the vectors (FAISS), chunk ids and keyword index
+(lexical.py) of the passages one commit wrote, and is never changed; the generation's
+manifest (meta `segments`) names its segments with the chunk ids deleted from each since
+it was written. An update writes one small segment of its new passages and tombstones the
+passages it replaced, so one changed document costs O(document), not O(corpus); MERGE
+folds segments together (`index optimize` folds all). A new segment is written and synced
+before the SQLite transaction that makes its generation current, and that transaction
+records its files' checksums, so the database never points at a file that is missing,
+damaged or disagrees with its chunks; a segment is removed only when neither the current
+generation nor the one before it (readers switching now) names it. What goes into the
+keyword index is the indexer's to say: the store is handed its texts. Nothing is pickled.
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +48,21 @@ DB_NAME = "policyqa.sqlite3"
 LOCK_NAME = "write.lock"
 PAUSE_ENV = "POLICYQA_PAUSE_AT"
 FULL_CHECK_BYTES = 64 << 20  # vector files up to this size are checksummed whenever opened
-VECTORS_PREFIX = "vectors"
+VECTORS_PREFIX = "vectors"  # a generation's single vector file, before segments
+SEGMENT_PREFIX = "segment"
+VECTORS_FILE = "vectors.faiss"
+# Merge policy, checked at every commit (tiered, as Lucene's, in two tiers): the first
+# segment is the base (a full write or a full merge); every later one is a delta. Past
+# MAX_DELTAS deltas they are merged into one, which costs what they hold (a few updates'
+# passages) and keeps a question's per-segment searches few; when the deltas hold more
+# than DELTA_SHARE of the live passages, or tombstones more than DEAD_SHARE of the base,
+# everything is merged into a new base, so a full rewrite (and IVF training) comes once
+# per a tenth of the corpus changed, and exact deltas never grow large enough to slow a
+# question.
+MAX_DELTAS = 4
+DELTA_SHARE = 0.10
+DEAD_SHARE = 0.20
+MERGE_ENV = "POLICYQA_MERGE"  # "MAX_DELTAS,DELTA_SHARE,DEAD_SHARE": tests keep deltas in small corpora
 FULL_DISK_FREE = 1 << 20  # bytes: less free space than this after a failed write means a full disk
 BATCH = 500  # values per `IN (...)`: SQLite before 3.32 allows 999 parameters a statement
 
@@ -113,8 +136,10 @@ class NextChunk:
 
 @dataclass(frozen=True)
 class Plan:
-    """The next generation: which documents go and come, and its chunks in the order of
-    its vector file (kept ones first, then the new ones)."""
+    """The next generation: which documents go and come, the chunks it adds (under new
+    ids, above every id used before) and the ids of those it drops. The chunks it keeps
+    are read from the database only when a segment is written with them (Store.commit):
+    an update of one document at a million passages reads one document's worth."""
 
     generation: int
     model: ModelInfo
@@ -122,7 +147,24 @@ class Plan:
     removed: list[str]
     replace_all: bool
     keep: frozenset[str]
-    chunks: list[NextChunk]
+    new: list[NextChunk]
+    leaving: np.ndarray  # ids of the current chunks the generation drops (not after replace_all)
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """A segment of a generation and the chunk ids deleted from it since it was written."""
+
+    name: str
+    rows: int
+    dead: tuple[int, ...] = ()
+
+    @property
+    def live(self) -> int:
+        return self.rows - len(self.dead)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "rows": self.rows, "dead": list(self.dead)}
 
 
 @dataclass(frozen=True)
@@ -234,6 +276,29 @@ def vectors_name(generation: int) -> str:
     return f"{VECTORS_PREFIX}-{generation:06d}.faiss"
 
 
+def segment_name(generation: int) -> str:
+    return f"{SEGMENT_PREFIX}-{generation:06d}"
+
+
+def merge_plan(segments: list[SegmentRef], new_rows: int) -> int:
+    """How many of `segments` (then a new one of `new_rows`) the commit rewrites into one:
+    0 (none; the new rows become a delta), the deltas (all but the base), or all."""
+    if not segments:
+        return 0
+    max_deltas, delta_share, dead_share = MAX_DELTAS, DELTA_SHARE, DEAD_SHARE
+    if os.environ.get(MERGE_ENV):
+        a, b, c = os.environ[MERGE_ENV].split(",")
+        max_deltas, delta_share, dead_share = int(a), float(b), float(c)
+    base, deltas = segments[0], segments[1:]
+    live = sum(s.live for s in segments) + new_rows
+    delta_rows = sum(s.live for s in deltas) + new_rows
+    if delta_rows > delta_share * live or len(base.dead) > dead_share * max(1, base.rows):
+        return len(segments)
+    if len(deltas) + bool(new_rows) > max_deltas:
+        return len(deltas)
+    return 0
+
+
 class Store:
     """A connection to one index directory."""
 
@@ -306,6 +371,13 @@ class Store:
             return None
         return ModelInfo(name=m["model"], fingerprint=m["model_fingerprint"], dim=int(m["dim"]))
 
+    def segments(self) -> list[SegmentRef] | None:
+        """The current generation's segments; None for a generation written before segments."""
+        stored = self.meta().get("segments")
+        if stored is None:
+            return None
+        return [SegmentRef(d["name"], int(d["rows"]), tuple(int(c) for c in d["dead"])) for d in json.loads(stored)]
+
     def checksums(self) -> dict[str, str] | None:
         """Path (relative to the index directory) -> checksum of each file of the current
         generation; None for a generation written before checksums were kept."""
@@ -325,60 +397,91 @@ class Store:
         """Inside snapshot(): the keyword index, or None when it is outdated, incomplete
         or damaged (search goes on with vectors alone; `index update` rewrites it). Sizes
         are checked here, contents by `index update` and `index status --verify`."""
-        if self.damaged(full=False, only=lexical.PREFIX):
+        segments = self.segments()
+        if segments is None or self.damaged(full=False, only=lexical.KEYWORDS):
             return None
-        return lexical.LexicalIndex.load(self.dir, generation)
+        return lexical.LexicalIndex.load(
+            [(self.dir / s.name / lexical.KEYWORDS, np.array(s.dead, dtype=np.int64)) for s in segments])
 
     def renew_snapshot(self) -> None:
         """Inside snapshot(): move it to the latest committed generation."""
         self.conn.execute("COMMIT")
         self.conn.execute("BEGIN")
 
-    def load_vectors(self, generation: int) -> dense.Vectors:
-        """Inside snapshot(): the generation's FAISS index, its checksum verified."""
+    def load_vectors(self, generation: int) -> dense.Segments:
+        """Inside snapshot(): the generation's FAISS indexes, one per segment, checksums verified."""
         from . import vectors as dense
 
-        path = self.dir / vectors_name(generation)
-        recorded = (self.checksums() or {}).get(path.name)
+        segments = self.segments()
+        if segments is None:  # written before segments: its one vector file
+            return dense.Segments([(self._open_vectors(vectors_name(generation)), np.zeros(0, np.int64))])
+        opened, ids = [], []
+        for s in segments:
+            opened.append((self._open_vectors(f"{s.name}/{VECTORS_FILE}"), np.array(s.dead, dtype=np.int64)))
+            try:
+                ids.append(np.load(self.dir / s.name / "ids.npy", mmap_mode="r"))
+            except (OSError, ValueError):
+                raise VectorsGone(f"{s.name}/ids.npy is missing; run `policyqa index update`") from None
+        return dense.Segments(opened, ids, self._stored_vectors)
+
+    def _stored_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Inside snapshot(): chunk id -> its vector in the embedding cache (the vectors of
+        the generation's chunks are there)."""
+        rows = _select_in(self.conn, "SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.embed_hash "
+                          "WHERE c.id IN ({marks})", [int(i) for i in ids])
+        return {int(i): np.frombuffer(blob, dtype=np.float32) for i, blob in rows}
+
+    def _open_vectors(self, name: str) -> dense.Vectors:
+        from . import vectors as dense
+
+        path = self.dir / name
+        recorded = (self.checksums() or {}).get(name)
         try:
-            # A generation's file is never changed in place, so what is checked is what is
+            # A segment's file is never changed in place, so what is checked is what is
             # read. A large (memory-mapped, approximate) index is checked by size here: its
             # CRC would read the whole file where a search reads a few lists; `index update`
             # and `index status --verify` check every byte.
             if recorded and not files.matches(path, recorded, full=files.size_of(recorded) <= FULL_CHECK_BYTES):
-                raise DamagedIndex(f"{path.name} in {self.dir} is damaged; `policyqa index update` rewrites it")
+                raise DamagedIndex(f"{name} in {self.dir} is damaged; `policyqa index update` rewrites it")
             return dense.Vectors.open(path)
         except FileNotFoundError:
-            raise VectorsGone(f"{path.name} is missing; run `policyqa index update`") from None
+            raise VectorsGone(f"{name} is missing; run `policyqa index update`") from None
         except RuntimeError as exc:
             if not path.exists():
-                raise VectorsGone(f"{path.name} is missing; run `policyqa index update`") from exc
-            raise DamagedIndex(f"cannot read {path.name}; `policyqa index update` rewrites it") from exc
+                raise VectorsGone(f"{name} is missing; run `policyqa index update`") from exc
+            raise DamagedIndex(f"cannot read {name}; `policyqa index update` rewrites it") from exc
 
-    def damaged(self, full: bool = True, only: str | None = None) -> list[str]:
+    def damaged(self, full: bool = True, only: str | None = None, full_up_to: int | None = None) -> list[str]:
         """The files of the current generation that are missing or differ from what was
         written (by size, or with `full` by checksum too); those under `only` if given.
-        (None of a generation written before checksums were kept.)"""
+        (None of a generation written before checksums were kept.) `only` names a
+        folder: files under such a folder of any segment. With `full_up_to`, only files up
+        to that many bytes are checked by checksum."""
         out = []
         for name, checksum in sorted((self.checksums() or {}).items()):
-            if only and not name.startswith(only):
+            if only and only not in name.split("/")[:-1]:
                 continue
             path = self.dir / name
             try:
-                ok = files.matches(path, checksum, full)
+                every_byte = full and (full_up_to is None or files.size_of(checksum) <= full_up_to)
+                ok = files.matches(path, checksum, every_byte)
             except OSError:
                 ok = False
             if not ok:
                 out.append(name)
         return out
 
-    def needs_rewrite(self) -> bool:
+    def needs_rewrite(self, full_check: bool = False) -> bool:
         """Whether the current generation's files must be written again from the database:
         never completed, an outdated keyword index, no checksums yet, or a file missing or
-        damaged."""
-        generation = self.generation()
-        return (generation == 0 or not lexical.is_current(self.dir, generation) or self.checksums() is None
-                or bool(self.damaged()))
+        damaged. Files over FULL_CHECK_BYTES are checked by size unless `full_check`: their
+        segments are immutable, and reading every byte of a million passages' segments
+        (gigabytes) on every update would cost an update O(corpus) again; `index status
+        --verify` checks every byte and `index optimize` rewrites what it finds."""
+        segments = self.segments()
+        return (self.generation() == 0 or segments is None or self.checksums() is None
+                or not all(lexical.is_current(self.dir / s.name / lexical.KEYWORDS) for s in segments)
+                or bool(self.damaged(full_up_to=None if full_check else FULL_CHECK_BYTES)))
 
     def chunk_rows(self, ids: Iterable[int]) -> dict[int, ChunkRow]:
         ids = [int(i) for i in ids]
@@ -425,12 +528,9 @@ class Store:
         return docs, chunks
 
     def size_bytes(self) -> int:
-        """Bytes of the current generation: database, vector file and keyword index."""
-        generation = self.generation()
-        names = {DB_NAME, DB_NAME + "-wal", vectors_name(generation)}
-        paths = [p for p in self.dir.iterdir() if p.name in names]
-        paths += [p for p in lexical.generation_dir(self.dir, generation).rglob("*") if p.is_file()]
-        return sum(p.stat().st_size for p in paths)
+        """Bytes of the current generation: database and the files of its segments."""
+        names = [DB_NAME, DB_NAME + "-wal", *(self.checksums() or {})]
+        return sum(p.stat().st_size for p in (self.dir / n for n in names) if p.is_file())
 
     # ---- writing ------------------------------------------------------------------
     def cached_vectors(self, hashes: Iterable[str]) -> set[str]:
@@ -476,52 +576,119 @@ class Store:
         old = self.model_info()
         if old and not replace_all and (old.fingerprint != model.fingerprint or old.name != model.name):
             raise StoreError(f"the index was built with {old.name}; use `policyqa index build` to change model")
-        changed = {u.doc.path for u in upserts}
         keep = frozenset(keep)
-        rows = self.conn.execute(
-            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
-            "FROM chunks c JOIN documents d ON d.path = c.doc ORDER BY c.id"
-        )
-        chunks = [
-            NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows
-            if (r[1] in keep if replace_all else r[1] not in changed and r[1] not in removed)
-        ]
-        next_id = (self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]) + 1
+        # Ids are never reused: a deleted chunk's id may still be in a segment (tombstoned).
+        next_id = max(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0] + 1,
+                      int(self.meta().get("next_chunk_id", 1)))
+        new = []
         for u in upserts:
             for c, h in zip(u.chunks, u.embed_hashes):
-                chunks.append(NextChunk(next_id, u.doc.title, c, h))
+                new.append(NextChunk(next_id, u.doc.title, c, h))
                 next_id += 1
-        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, chunks)
+        leaving = np.zeros(0, np.int64) if replace_all else self.chunk_ids_of([u.doc.path for u in upserts] + removed)
+        return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, new, leaving)
 
-    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str], keywords: KeywordTexts) -> int:
-        """Make the planned generation current: write its vector file and keyword index,
-        then switch in one transaction. Returns the new generation number. If anything
-        fails before the switch, the new generation's files are removed."""
-        generation, model = plan.generation, plan.model
-        # Files of a writer that was stopped before its switch are no generation's.
-        self._prune(generation - 1)
-        ids = np.array([c.id for c in plan.chunks], dtype=np.int64)
+    def _hashes_of(self, ids: np.ndarray) -> list[str]:
+        return sorted({h for (h,) in _select_in(self.conn, "SELECT embed_hash FROM chunks WHERE id IN ({marks})",
+                                                [int(i) for i in ids])})
+
+    def _kept_chunks(self, plan: Plan, first_id: int = 0) -> list[NextChunk]:
+        """The current chunks the plan keeps, from id `first_id` on, in id order."""
+        changed = {u.doc.path for u in plan.upserts} | set(plan.removed)
+        rows = self.conn.execute(
+            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
+            "FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.id >= ? ORDER BY c.id", (first_id,)
+        )
+        return [NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows
+                if (r[1] in plan.keep if plan.replace_all else r[1] not in changed)]
+
+    def commit(self, plan: Plan, settings: dict, skipped: dict[str, str],
+               keywords: Callable[[Sequence[NextChunk]], KeywordTexts], optimize: bool = False) -> int:
+        """Make the planned generation current: write one new segment (the new chunks, or
+        those of the segments merge_plan folds in with them; all of them after a full
+        rebuild, with `optimize`, or when the current files must be rewritten), tombstone
+        the replaced chunks in the kept segments, then switch in one transaction.
+        `keywords` gives the keyword texts of a segment's chunks. Returns the new generation
+        number. If anything fails before the switch, the new segment is removed."""
+        generation = plan.generation
+        # Segments of a writer that was stopped before its switch are no generation's.
+        self._prune()
+        previous = None if plan.replace_all or optimize or self.needs_rewrite() else self.segments()
+        leaving_hashes = self._hashes_of(plan.leaving)
+        kept: list[SegmentRef] = []
+        for ref in previous or []:
+            ids = np.load(self.dir / ref.name / "ids.npy", mmap_mode="r")
+            gone = np.asarray(ids)[np.isin(ids, plan.leaving)]
+            kept.append(SegmentRef(ref.name, ref.rows, tuple(sorted(set(ref.dead) | set(gone.tolist())))))
+        new: list[NextChunk] = plan.new
+        merged = merge_plan(kept, len(plan.new)) if kept else 0
+        if not kept:
+            new = self._kept_chunks(plan) + plan.new
+        elif merged:
+            # Segments hold ascending id ranges, so the folded ones (the last) are the ids from their first on.
+            folded, kept = kept[-merged:], kept[:-merged]
+            first = min((int(np.load(self.dir / f.name / "ids.npy", mmap_mode="r")[0]) for f in folded if f.rows),
+                        default=None)
+            new = (self._kept_chunks(plan, first) if first is not None else []) + plan.new
+        segments = [s for s in kept if s.live]
+        name = segment_name(generation)
+        checksums = {k: v for k, v in (self.checksums() or {}).items()
+                     if k.split("/", 1)[0] in {s.name for s in segments}}
+        layout = None
         switched = False
         try:
             with self._disk_space():
-                vectors, layout = self._write_vectors(
-                    generation, ids, self._vectors_for([c.embed_hash for c in plan.chunks], model.dim), model.dim)
-                lexical.write(self.dir, generation, ids, keywords.passages, [c.chunk.doc for c in plan.chunks],
-                              keywords.documents)
-                checksums = self._checksums(generation, vectors)
+                if new or not segments:
+                    written, layout = self._write_segment(name, list(new), keywords, plan.model.dim,
+                                                          self._base_vectors(previous))
+                    checksums.update(written)
+                    segments.append(SegmentRef(name, len(new)))
                 pause_point("vectors-written")
-                self._switch(plan, settings, skipped, checksums, layout)
+                self._switch(plan, settings, skipped, checksums, segments, layout, leaving_hashes)
                 switched = True
         finally:
             if not switched:
-                for path in (self.dir / vectors_name(generation), lexical.generation_dir(self.dir, generation)):
-                    files.remove(path)
+                files.remove(self.dir / name)
         pause_point("committed")
-        self._prune(generation)
+        self._prune()
         return generation
 
+    def _base_vectors(self, segments: list[SegmentRef] | None) -> Path | None:
+        """The largest segment's vector file, whose IVF lists a new large segment may reuse."""
+        if not segments:
+            return None
+        return self.dir / max(segments, key=lambda s: s.rows).name / VECTORS_FILE
+
+    def _write_segment(self, name: str, chunks: list[NextChunk], keywords: Callable[[Sequence[NextChunk]],
+                       KeywordTexts], dim: int, previous: Path | None) -> tuple[dict[str, str], dense.Layout]:
+        """Write a segment of these chunks (ascending ids) and sync it; returns the
+        checksums of its files and how its vectors are indexed."""
+        import faiss
+
+        from . import vectors as dense
+
+        ids = np.array([c.id for c in chunks], dtype=np.int64)
+        with files.replaced(self.dir / name) as tmp:
+            tmp.mkdir()
+            index, layout = dense.build(ids, self._vectors_for([c.embed_hash for c in chunks], dim), dim,
+                                        previous=previous)
+            # Written from the index, not from a serialized copy: at a million vectors that
+            # copy alone would be 1.5 GB.
+            faiss.write_index(index, str(tmp / VECTORS_FILE))
+            del index
+            pause_point("vectors-tmp")
+            np.save(tmp / "ids.npy", ids)
+            texts = keywords(chunks)
+            lexical.write(tmp / lexical.KEYWORDS, ids, texts.passages, [c.chunk.doc for c in chunks],
+                          texts.documents)
+            del texts
+        final = self.dir / name
+        out = {f"{name}/{p.relative_to(final).as_posix()}": files.file_checksum(p)
+               for p in sorted(final.rglob("*")) if p.is_file()}
+        return out, layout
+
     def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str],
-                layout: dense.Layout) -> None:
+                segments: list[SegmentRef], layout: dense.Layout | None, leaving_hashes: list[str]) -> None:
         model = plan.model
         changed = [u.doc.path for u in plan.upserts]
         stamp = now()
@@ -539,12 +706,11 @@ class Store:
                     (d.path, d.title, d.encoding, d.content_hash, len(d.text), stamp,
                      json.dumps(d.meta.as_dict() if d.meta else {}, ensure_ascii=False)),
                 )
-            old_ids = len(plan.chunks) - sum(len(u.chunks) for u in plan.upserts)
             self.conn.executemany(
                 'INSERT INTO chunks (id, doc, ordinal, start, "end", section, text, embed_hash, page) '
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(n.id, c.doc, c.ordinal, c.start, c.end, c.section, c.text, n.embed_hash, c.page)
-                 for n in plan.chunks[old_ids:] for c in [n.chunk]],
+                 for n in plan.new for c in [n.chunk]],
             )
             self.conn.execute("DELETE FROM skipped")
             self.conn.executemany("INSERT INTO skipped VALUES (?, ?)", sorted(skipped.items()))
@@ -556,19 +722,28 @@ class Store:
                 "chunker": json.dumps(settings, sort_keys=True),
                 "built_at": stamp,
                 "files": json.dumps(checksums, sort_keys=True),
-                "vectors": json.dumps(layout.as_dict()),
+                "segments": json.dumps([s.as_dict() for s in segments]),
+                "previous_segments": json.dumps([s.name for s in self.segments() or []]),
+                "next_chunk_id": str(max([int(self.meta().get("next_chunk_id", 1))]
+                                         + [c.id + 1 for c in plan.new[-1:]])),
             }
+            vectors = json.loads(self.meta().get("vectors") or "null")
+            if layout is not None and (vectors is None or layout.vectors >= max(s.rows for s in segments)):
+                vectors = layout.as_dict()  # the largest segment's layout is what `index status` shows
+            if vectors is not None:
+                values["vectors"] = json.dumps(dict(vectors, vectors=sum(s.live for s in segments),
+                                                    segments=len(segments)))
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (stamp,))
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
-            self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
+            if plan.replace_all:
+                self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
+            else:  # only the dropped chunks' vectors can have lost their last chunk (a sweep reads a million)
+                for i in range(0, len(leaving_hashes), BATCH):
+                    part = leaving_hashes[i:i + BATCH]
+                    marks = ",".join("?" * len(part))
+                    self.conn.execute(f"DELETE FROM embeddings WHERE hash IN ({marks}) AND hash NOT IN "
+                                      f"(SELECT embed_hash FROM chunks WHERE embed_hash IN ({marks}))", part + part)
             pause_point("committing")
-
-    def _checksums(self, generation: int, vectors: str) -> dict[str, str]:
-        keywords = lexical.generation_dir(self.dir, generation)
-        out = {vectors_name(generation): vectors}
-        for path in sorted(p for p in keywords.rglob("*") if p.is_file()):
-            out[path.relative_to(self.dir).as_posix()] = files.file_checksum(path)
-        return out
 
     def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
         out = np.empty((len(hashes), dim), dtype=np.float32)
@@ -582,24 +757,20 @@ class Store:
             raise StoreError(f"{len(position)} chunks have no stored vector; run `policyqa index update`")
         return out
 
-    def _write_vectors(self, generation: int, ids: np.ndarray, vectors: np.ndarray,
-                       dim: int) -> tuple[str, dense.Layout]:
-        """Write the generation's FAISS file; returns its checksum and how it indexes the vectors."""
-        import faiss
-
-        from . import vectors as dense
-
-        index, layout = dense.build(ids, vectors, dim, previous=self.dir / vectors_name(generation - 1))
-        data = faiss.serialize_index(index).tobytes()
-        with files.replaced(self.dir / vectors_name(generation)) as tmp:
-            tmp.write_bytes(data)
-            pause_point("vectors-tmp")
-        return files.checksum(data), layout
-
-    def _prune(self, generation: int) -> None:
-        """Keep `generation` and the one before it, for readers that are switching right now."""
-        files.prune_generations(self.dir, VECTORS_PREFIX, generation)
-        lexical.remove_old(self.dir, generation)
+    def _prune(self) -> None:
+        """Remove every segment that neither the current generation nor the one before it
+        (readers switching right now may still open it) names, unfinished temporary ones,
+        and the files of generations written before segments."""
+        meta = self.meta()
+        wanted = {s["name"] for s in json.loads(meta.get("segments") or "[]")}
+        wanted |= set(json.loads(meta.get("previous_segments") or "[]"))
+        for p in self.dir.glob(f"{SEGMENT_PREFIX}-*"):
+            if p.name not in wanted:
+                files.remove(p)
+        generation = self.generation()
+        if "segments" in meta:
+            files.prune_generations(self.dir, VECTORS_PREFIX, generation)
+            files.prune_generations(self.dir, lexical.OLD_PREFIX, generation)
 
 
 @contextmanager
