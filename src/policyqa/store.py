@@ -455,15 +455,21 @@ class Store:
         """The files of the current generation that are missing or differ from what was
         written (by size, or with `full` by checksum too); those under `only` if given.
         (None of a generation written before checksums were kept.) `only` names a
-        folder: files under such a folder of any segment. With `full_up_to`, only files up
-        to that many bytes are checked by checksum."""
+        folder: files under such a folder of any segment. With `full_up_to`, only the files
+        of segments up to that many bytes are checked by checksum (a large segment's files
+        are many, each small)."""
         out = []
-        for name, checksum in sorted((self.checksums() or {}).items()):
+        recorded = self.checksums() or {}
+        sizes: dict[str, int] = {}
+        for name, checksum in recorded.items():
+            top = name.split("/", 1)[0]
+            sizes[top] = sizes.get(top, 0) + files.size_of(checksum)
+        for name, checksum in sorted(recorded.items()):
             if only and only not in name.split("/")[:-1]:
                 continue
             path = self.dir / name
             try:
-                every_byte = full and (full_up_to is None or files.size_of(checksum) <= full_up_to)
+                every_byte = full and (full_up_to is None or sizes[name.split("/", 1)[0]] <= full_up_to)
                 ok = files.matches(path, checksum, every_byte)
             except OSError:
                 ok = False
@@ -474,8 +480,8 @@ class Store:
     def needs_rewrite(self, full_check: bool = False) -> bool:
         """Whether the current generation's files must be written again from the database:
         never completed, an outdated keyword index, no checksums yet, or a file missing or
-        damaged. Files over FULL_CHECK_BYTES are checked by size unless `full_check`: their
-        segments are immutable, and reading every byte of a million passages' segments
+        damaged. Segments over FULL_CHECK_BYTES are checked by size unless `full_check`:
+        they are immutable, and reading every byte of a million passages' segments
         (gigabytes) on every update would cost an update O(corpus) again; `index status
         --verify` checks every byte and `index optimize` rewrites what it finds."""
         segments = self.segments()
