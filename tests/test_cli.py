@@ -137,6 +137,6 @@ def test_index_from_another_model_or_format_is_refused(tmp_path, seed_index, key
 
 
 def test_index_stores_no_pickle(seed_index):
-    names = sorted(p.name for p in seed_index.iterdir())
-    assert "policyqa.sqlite3" in names and any(n.endswith(".faiss") for n in names)
+    names = sorted(p.name for p in seed_index.rglob("*") if p.is_file())
+    assert "policyqa.sqlite3" in names and any(n.endswith(".faiss") for n in names), "vectors live in a segment"
     assert not any(n.endswith((".pkl", ".pickle")) for n in names)
