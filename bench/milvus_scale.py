@@ -74,47 +74,14 @@ print(json.dumps(dict(p50=statistics.median(times), p95=times[int(0.95 * (len(ti
 
 def fill_pending(store_uri: str, written: list, real_index: Path) -> dict:
     """scale.fill_cache's vectors, stored as the Milvus store's pending vectors."""
-    import numpy as np
-
     from policyqa.backend import MilvusLocation
-    from policyqa.embed import bundled_fingerprint
-    from policyqa.indexer import embed_hash
     from policyqa.milvus import MilvusStore
 
-    fingerprint = bundled_fingerprint()
-    real = scale.real_vectors(real_index, {embed_hash(fingerprint, t) for _, k, texts in written if k == 0
-                                           for t in texts})
-    pool = np.stack(list(real.values()))
-    rng = np.random.default_rng(0)
-    dim = pool.shape[1]
-
-    def noisy(v: np.ndarray, norm: float) -> np.ndarray:
-        v = v + rng.standard_normal(v.shape).astype(np.float32) * (norm / np.sqrt(dim))
-        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
-
-    originals: dict[str, np.ndarray] = {}
     store = MilvusStore.create_or_open(MilvusLocation(store_uri))
-    found = 0
-    for path, k, texts in written:
-        name = path.split("/", 1)[1]
-        hashes = [embed_hash(fingerprint, t) for t in texts]
-        if k == 0:
-            vectors = np.empty((len(texts), dim), dtype=np.float32)
-            for i, h in enumerate(hashes):
-                if h in real:
-                    vectors[i], found = real[h], found + 1
-                else:
-                    a, b = pool[rng.integers(0, len(pool), 2)]
-                    w = rng.uniform(0, 0.5)
-                    vectors[i] = noisy((1 - w) * a + w * b, scale.MIX_NOISE)
-            originals[name] = vectors
-        else:
-            base = originals[name]
-            vectors = noisy(base[np.minimum(np.arange(len(texts)), len(base) - 1)], scale.COPY_NOISE)
-        for i in range(0, len(hashes), 1000):
-            store.cache_vectors(hashes[i:i + 1000], vectors[i:i + 1000])
-    store.close()
-    return {"real_vectors": found, "original_chunks": sum(len(v) for v in originals.values())}
+    try:
+        return scale.fill_cache(store, written, real_index)
+    finally:
+        store.close()
 
 
 def one_size(n: int, work: Path, store_uri: str, real_index: Path, timeout: float, say) -> dict:

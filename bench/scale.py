@@ -106,13 +106,13 @@ def real_vectors(real_index: Path, hashes: set[str]) -> dict[str, object]:
         conn.close()
 
 
-def fill_cache(index: Path, written: list, real_index: Path) -> dict:
-    """Stores a realistic vector for every chunk (see the module docstring); says how many are real."""
+def fill_cache(store, written: list, real_index: Path) -> dict:
+    """Stores a realistic vector for every chunk (see the module docstring) as `store`'s
+    cached vectors (a local or a Milvus store); says how many are real."""
     import numpy as np
 
     from policyqa.embed import bundled_fingerprint
     from policyqa.indexer import embed_hash
-    from policyqa.store import Store
 
     fingerprint = bundled_fingerprint()
     real = real_vectors(real_index, {embed_hash(fingerprint, t) for _, k, texts in written if k == 0 for t in texts})
@@ -127,7 +127,6 @@ def fill_cache(index: Path, written: list, real_index: Path) -> dict:
         return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
     originals: dict[str, np.ndarray] = {}  # file name -> vectors of its chunks (copy 0)
-    store = Store.create_or_open(index)
     found = 0
     for path, k, texts in written:
         name = path.split("/", 1)[1]
@@ -145,9 +144,8 @@ def fill_cache(index: Path, written: list, real_index: Path) -> dict:
         else:
             base = originals[name]
             vectors = noisy(base[np.minimum(np.arange(len(texts)), len(base) - 1)], COPY_NOISE)
-        if hashes:
-            store.cache_vectors(hashes, vectors)
-    store.close()
+        for i in range(0, len(hashes), 1000):  # a Milvus request stays far below its 64 MB cap
+            store.cache_vectors(hashes[i:i + 1000], vectors[i:i + 1000])
     return {"real_vectors": found, "original_chunks": sum(len(v) for v in originals.values())}
 
 
@@ -236,7 +234,12 @@ def one_size(n: int, work: Path, real_index: Path, timeout: float, say) -> dict:
     corpus, index = work / "corpus", work / "index"
     t = time.perf_counter()
     written = write_corpus(corpus, n)
-    filled = fill_cache(index, written, real_index)
+
+    store = Store.create_or_open(index)
+    try:
+        filled = fill_cache(store, written, real_index)
+    finally:
+        store.close()
     written = [(path, k, len(texts)) for path, k, texts in written]  # the texts' memory is the build's
     copies = max(k for _, k, _ in written)
     say(f"{n}: {len(written)} documents ({copies} edited copies of the sources), vectors cached in "

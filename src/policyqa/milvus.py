@@ -57,7 +57,7 @@ from .store import (
     SkippedRow,
     StoreError,
     Upsert,
-    WriterBusy,
+    lock_held,
     now,
     pause_point,
 )
@@ -182,28 +182,15 @@ def _prefix() -> str:
 
 @contextmanager
 def writer_lock(where: MilvusLocation, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
+    """The store's writer lock, kept in this machine's cache folder for it (so it holds
+    among the writers of one machine only)."""
     folder = cache_dir(where)
     if is_lite(where.uri) and not Path(where.uri).parent.is_dir():
         raise MilvusUnavailable(f"cannot create the Milvus file {where.uri}: "
                                 f"{Path(where.uri).parent} is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / "write.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_wait and timeout > 0:
-            on_wait(f"another process is updating {where}; waiting up to {timeout:g} s for it to finish")
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise WriterBusy(f"another process is still updating {where} after {timeout:g} s; "
-                             "try again when it has finished") from None
-    try:
+    with lock_held(folder / "write.lock", str(where), timeout, on_wait):
         yield
-    finally:
-        lock.release()
 
 
 class MilvusVectors:

@@ -782,21 +782,30 @@ class Store:
 @contextmanager
 def writer_lock(index_dir: Path, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Held while writing, from before the database is opened (a damaged one may be
-    replaced). The OS drops the lock with its process, so a killed writer never leaves a
-    stale lock behind."""
+    replaced)."""
+    with lock_held(index_dir / LOCK_NAME, str(index_dir), timeout, on_wait):
+        yield
+
+
+@contextmanager
+def lock_held(lock_file: Path, what: str, timeout: float,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """The one writer's lock of the index named `what`, waited for up to `timeout` seconds.
+    The OS drops the lock with its process, so a killed writer never leaves a stale lock
+    behind."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(index_dir / LOCK_NAME))
+    lock = FileLock(str(lock_file))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         if on_wait and timeout > 0:
-            on_wait(f"another process is updating {index_dir}; waiting up to {timeout:g} s for it to finish")
+            on_wait(f"another process is updating {what}; waiting up to {timeout:g} s for it to finish")
         try:
             lock.acquire(timeout=timeout)
         except Timeout:
             raise WriterBusy(
-                f"another process is still updating {index_dir} after {timeout:g} s; "
+                f"another process is still updating {what} after {timeout:g} s; "
                 "try again when it has finished"
             ) from None
     try:
