@@ -98,6 +98,8 @@ def test_corpus_words_contained_in_a_question(tmp_path):
     assert {"天使", "投资", "引导", "资金"} <= set(found)
     assert all(w in "天使投资引导资金" for w in found)
     assert unknown == len("规模多大")
+    # Asked of a question, its own words (多大, a stopword) are not what the corpus lacks.
+    assert words.contained("天使投资引导资金规模多大？", stopwords_known=True)[1] == len("规模")
 
 
 def test_a_term_longer_than_any_in_the_vocabulary_is_not_matched_by_its_prefix(tmp_path):

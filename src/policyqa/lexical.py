@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .terms import STOPWORDS, bigrams, is_han, words
+from .terms import STOPWORDS, bigrams, in_stopwords, is_han, words
 from .translate import TABLE_NAME, TABLE_VERSION, build_table
 
 TERMS_BLOCK = 64  # terms per block of the terms index: a lookup reads one block (a few KB)
@@ -319,11 +319,13 @@ class Keywords:
     def document_frequency(self, term: str) -> int:
         return len(self.passages.rows_with(term))
 
-    def contained(self, text: str) -> tuple[list[str], int]:
+    def contained(self, text: str, stopwords_known: bool = False) -> tuple[list[str], int]:
         """The vocabulary's terms that occur in `text`, overlapping ones included (jieba's
         full mode with the corpus vocabulary for dictionary, so no segmenter is loaded),
         stopwords left out; and how many of its Han characters lie in none of those of
-        two or more characters: words of the question that the corpus never uses."""
+        two or more characters: words of the question that the corpus never uses. With
+        `stopwords_known`, characters of a stopword (是什么, 政策) are not counted either:
+        they are the question's own words, not the corpus's missing ones."""
         text = unicodedata.normalize("NFKC", text).lower()
         found, covered = [], [False] * len(text)
         for i in range(len(text)):
@@ -333,7 +335,8 @@ class Keywords:
                     found.append(term)
                     if j - i > 1:
                         covered[i:j] = [True] * (j - i)
-        unknown = sum(1 for ch, c in zip(text, covered) if not c and is_han(ch))
+        known = in_stopwords(text) if stopwords_known else [False] * len(text)
+        unknown = sum(1 for ch, c, k in zip(text, covered, known) if not (c or k) and is_han(ch))
         return list(dict.fromkeys(found)), unknown
 
     def share_containing(self, term: str, rows: np.ndarray) -> float:

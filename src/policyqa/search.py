@@ -90,10 +90,7 @@ class SearchResult:
             return None
         weighted, missing = plan.terms, plan.missing
         if plan.cut != WORDS:
-            found, missing = self.keywords.words.contained(plan.text)
-            # The question's own words (是什么, 政策) are not words the corpus lacks.
-            text = unicodedata.normalize("NFKC", plan.text).lower()
-            missing = max(0, missing - terms.question_word_chars(text, found))
+            found, missing = self.keywords.words.contained(plan.text, stopwords_known=True)
             weighted = {t: 1.0 for t in found}
         return self.keywords.words.coverage(weighted, self.keywords.row_of.get(hit.chunk_id), missing)
 

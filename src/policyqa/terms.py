@@ -56,23 +56,16 @@ def words(text: str) -> list[str]:
 _LONGEST_STOPWORD = max(len(w) for w in STOPWORDS)
 
 
-def question_word_chars(text: str, words: list[str]) -> int:
-    """How many Han characters of `text` lie in a stopword ("是什么政策") and in none of
-    `words` of two or more characters: the question's own words, not words that the
-    corpus lacks."""
-    covered = [False] * len(text)
-    for w in (w for w in words if len(w) > 1):
-        at = text.find(w)
-        while at >= 0:
-            covered[at:at + len(w)] = [True] * len(w)
-            at = text.find(w, at + 1)
+def in_stopwords(text: str) -> list[bool]:
+    """For each character of `text`, whether it lies in a stopword (the longest one
+    starting at each position)."""
     stop = [False] * len(text)
     for i in range(len(text)):
         for n in range(min(_LONGEST_STOPWORD, len(text) - i), 0, -1):
             if text[i:i + n] in STOPWORDS:
                 stop[i:i + n] = [True] * n
                 break
-    return sum(1 for ch, s, c in zip(text, stop, covered) if s and not c and is_han(ch))
+    return stop
 
 
 def bigrams(text: str) -> list[str]:
