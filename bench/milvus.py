@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from policyqa.evaluate import evaluate  # noqa: E402
 from policyqa.lexical import WORDS  # noqa: E402
 from policyqa.milvus import MilvusStore  # noqa: E402
 from policyqa.search import Searcher  # noqa: E402
+from policyqa.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = [
@@ -47,13 +47,16 @@ PIPELINES = [
 def seed(store_uri: str, index: Path, ncpqa: Path) -> MilvusLocation:
     """A Milvus store of the NCPQA documents whose vectors come from `index`'s cache."""
     where = MilvusLocation(store_uri)
-    conn = sqlite3.connect(f"{index.resolve().as_uri()}/policyqa.sqlite3?immutable=1", uri=True)
-    rows = conn.execute("SELECT hash, vector FROM embeddings").fetchall()
-    conn.close()
+    local = Store.open(index)
+    try:
+        hashes = [h for (h,) in local.conn.execute("SELECT DISTINCT embed_hash FROM chunks")]
+        stored = local.stored_vectors(hashes)
+    finally:
+        local.close()
     writer = MilvusStore.create_or_open(where)
-    for i in range(0, len(rows), 1000):
-        part = rows[i:i + 1000]
-        writer.cache_vectors([h for h, _ in part], np.vstack([np.frombuffer(v, dtype=np.float32) for _, v in part]))
+    for i in range(0, len(hashes), 1000):
+        part = hashes[i:i + 1000]
+        writer.cache_vectors(part, np.vstack([stored[h] for h in part]))
     writer.close()
     t0 = time.perf_counter()
     report = indexer.update(ncpqa / "docs", where)

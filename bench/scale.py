@@ -94,16 +94,13 @@ def write_corpus(corpus: Path, n: int) -> list[tuple[str, int, list[str]]]:
 def real_vectors(real_index: Path, hashes: set[str]) -> dict[str, object]:
     """The stored vectors of these embedding hashes: a hash covers the model's fingerprint
     and the text, so a vector found is that text's vector under the bundled model."""
-    import sqlite3
+    from policyqa.store import Store
 
-    import numpy as np
-
-    conn = sqlite3.connect(f"file:{real_index / 'policyqa.sqlite3'}?mode=ro", uri=True)
+    store = Store.open(real_index)
     try:
-        stored = conn.execute("SELECT hash, vector FROM embeddings")
-        return {h: np.frombuffer(b, dtype=np.float32) for h, b in stored if h in hashes}
+        return dict(store.stored_vectors(hashes))
     finally:
-        conn.close()
+        store.close()
 
 
 def fill_cache(store, written: list, real_index: Path) -> dict:
@@ -201,12 +198,8 @@ for q in questions:
     times.append((time.perf_counter() - t) * 1000)
 encoder = query_encoder(store.model_info())
 qv = np.stack([encoder.query(q) for q in recall_questions]).astype(np.float32)
-rows = store.conn.execute(
-    "SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.embed_hash ORDER BY c.id")
-ids, blobs = zip(*rows)
-ids = np.array(ids, dtype=np.int64)
-x = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
-del blobs
+ids = np.array([i for (i,) in store.conn.execute("SELECT id FROM chunks ORDER BY id")], dtype=np.int64)
+x = searcher.vectors.vectors(ids)
 _, exact = faiss.knn(qv, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
 t = time.perf_counter()
 for i in range(len(questions)):

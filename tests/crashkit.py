@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 
 from policyqa import indexer  # noqa: E402
+from policyqa.chunk import search_text  # noqa: E402
 from policyqa.search import Searcher  # noqa: E402
 from policyqa.store import PAUSE_ENV, Store  # noqa: E402
 
@@ -66,9 +67,25 @@ def make_corpora(source: Path, root: Path) -> tuple[Path, Path]:
     return old, new
 
 
+_expected: dict[str, np.ndarray] = {}  # embedding hash -> the vector the engine computes for its text
+
+
+def expected_vectors(texts: list[tuple[str, str]]) -> np.ndarray:
+    """What the engine computes for each (embedding hash, embedded text), memoised by hash:
+    the trials meet the same texts again and again."""
+    from policyqa.embed import BUNDLED
+
+    todo = dict(t for t in texts if t[0] not in _expected)
+    if todo:
+        encoder = indexer._encoder(BUNDLED, ENGINE, indexer._Silent())
+        _expected.update(zip(todo, encoder.passages(list(todo.values()))))
+    return np.stack([_expected[h] for h, _ in texts])
+
+
 def consistent_chunks(index: Path) -> tuple[int, Chunks]:
     """(generation, chunks) of the committed index, after checking inside one snapshot
-    that its vector file holds exactly its chunk ids, each with its chunk's stored vector."""
+    that its segments hold exactly its chunk ids live, each with its chunk's embedding hash
+    and the vector the engine computes for its text (the segment is its only copy)."""
     import faiss
 
     store = Store.open(index)
@@ -77,33 +94,36 @@ def consistent_chunks(index: Path) -> tuple[int, Chunks]:
             generation = store.generation()
             vectors = store.load_vectors(generation)
             rows = store.conn.execute(
-                'SELECT c.id, c.doc, c.start, c."end", c.text, e.vector FROM chunks c '
-                "JOIN embeddings e ON e.hash = c.embed_hash"
-            ).fetchall()
-            total = store.counts()[1]
+                'SELECT c.id, c.doc, c.start, c."end", c.text, c.embed_hash FROM chunks c ORDER BY c.id').fetchall()
+            chunk_rows = store.chunk_rows(r[0] for r in rows)
+            segments = store.segments() or []
     finally:
         store.close()
     live: list[int] = []
-    held: dict[int, object] = {}  # chunk id -> the segment that holds it live
-    for segment, dead in vectors.segments:
-        index = segment.index
-        if isinstance(index, faiss.IndexIVF):  # POLICYQA_EXACT_UP_TO set low
-            lists = index.invlists
+    for (segment, dead), ref in zip(vectors.segments, segments):
+        index_ = segment.index
+        if isinstance(index_, faiss.IndexIVF):  # POLICYQA_EXACT_UP_TO set low
+            lists = index_.invlists
             ids = np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                                  for i in range(index.nlist) if lists.list_size(i)] or [np.zeros(0, np.int64)])
+                                  for i in range(index_.nlist) if lists.list_size(i)] or [np.zeros(0, np.int64)])
         else:
-            ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
+            ids = faiss.vector_to_array(faiss.downcast_index(index_).id_map)
+        assert sorted(ids.tolist()) == np.asarray(segment.ids).tolist(), f"{ref.name}: ids.npy differs from FAISS"
         assert set(dead) <= set(ids.tolist()), "a tombstone names a chunk its segment does not hold"
         live += sorted(set(ids.tolist()) - set(dead.tolist()))
-        held.update((c, segment) for c in set(ids.tolist()) - set(dead.tolist()))
-    assert len(rows) == total, f"{total - len(rows)} chunks have no stored vector"
-    assert vectors.ntotal == total, f"FAISS holds {vectors.ntotal} live vectors for {total} chunks"
-    assert sorted(live) == sorted(r[0] for r in rows), "live FAISS ids differ from chunk ids"
-    for cid, *_, blob in rows:
-        stored = np.frombuffer(blob, dtype=np.float32)
-        # unit vectors: a dot product of 1 with the stored vector means the same vector
-        # (asked of the FAISS index itself: Segments.scores would read the store's copy)
-        assert abs(float(held[cid].scores(stored, [cid])[0]) - float(stored @ stored)) < 1e-4, f"vector of chunk {cid}"
+        hashes = np.load(index / ref.name / "hashes.npy")
+        by_id = dict(zip(np.asarray(segment.ids).tolist(), (bytes(h).hex() for h in hashes)))
+        for cid, *_, h in rows:
+            if cid in by_id and cid not in set(dead.tolist()):
+                assert by_id[cid] == h, f"{ref.name}: the hash of chunk {cid} differs from its row"
+    assert vectors.ntotal == len(rows), f"FAISS holds {vectors.ntotal} live vectors for {len(rows)} chunks"
+    assert sorted(live) == [r[0] for r in rows], "live FAISS ids differ from chunk ids"
+    if rows:
+        held = vectors.vectors(np.array([r[0] for r in rows], dtype=np.int64))
+        wanted = expected_vectors([(r[5], search_text(chunk_rows[r[0]].title, chunk_rows[r[0]])) for r in rows])
+        # unit vectors: a dot product of 1 means the same vector
+        dots = (held * wanted).sum(axis=1)
+        assert np.all(dots > 1 - 1e-4), f"vector of chunk {rows[int(np.argmin(dots))][0]}: {dots.min()}"
     return generation, frozenset((d, s, e, t) for _, d, s, e, t, _ in rows)
 
 

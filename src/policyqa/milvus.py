@@ -499,6 +499,13 @@ class MilvusStore:
     def document_hashes(self) -> dict[str, str]:
         return {r["path"]: r["content_hash"] for r in self._scan(self.docs, ["path", "content_hash"])}
 
+    def file_stats(self) -> dict[str, str]:
+        """None are kept: an update reads every file again and compares contents."""
+        return {}
+
+    def record_stats(self, stats: dict[str, tuple[str, str]]) -> None:
+        return None
+
     def skipped(self) -> list[SkippedRow]:
         return [SkippedRow(d, r) for d, r in sorted(json.loads(self.meta().get("skipped") or "{}").items())]
 
@@ -534,6 +541,10 @@ class MilvusStore:
     # ---- writing ------------------------------------------------------------------
     def needs_rewrite(self) -> bool:
         return self.generation() == 0 or bool(self.damaged())
+
+    def lost_vectors(self) -> list[NextChunk]:
+        """None: Milvus keeps every vector it accepted (there are no files to damage)."""
+        return []
 
     def cached_vectors(self, hashes: Iterable[str]) -> set[str]:
         """Which of these hashes have a vector: pending, or in a chunk row of the same text,

@@ -1,12 +1,16 @@
 """The on-disk index: one SQLite database and immutable segment directories beside it.
 
-Owns: the schema, the embedding cache (content hash -> vector, so nothing is embedded
-twice), the atomic switch from one index generation to the next, the single-writer lock,
-and reading a consistent snapshot.
+Owns: the schema, the embedding cache (content hash -> vector of what is embedded and
+not yet committed, so an interrupted run resumes and nothing is embedded twice), the
+atomic switch from one index generation to the next, the single-writer lock, and reading
+a consistent snapshot.
 
 A generation is a list of segments plus tombstones. A segment (`segment-NNNNNN/`, NNNNNN
-the generation that wrote it) holds the vectors (FAISS), chunk ids and keyword index
-(lexical.py) of the passages one commit wrote, and is never changed; the generation's
+the generation that wrote it) holds the vectors (FAISS), chunk ids, their embedding
+hashes and keyword index (lexical.py) of the passages one commit wrote, and is never
+changed. Its FAISS index is the only copy of a committed vector: a commit removes from the
+embedding cache what it has written, and a vector reused (a moved or unchanged passage, a
+rebuild, a merge) is read back from the segment that holds it; the generation's
 manifest (meta `segments`) names its segments with the chunk ids deleted from each since
 it was written. An update writes one small segment of its new passages and tombstones the
 passages it replaced, so one changed document costs O(document), not O(corpus); MERGE
@@ -51,6 +55,9 @@ FULL_CHECK_BYTES = 64 << 20  # vector files up to this size are checksummed when
 VECTORS_PREFIX = "vectors"  # a generation's single vector file, before segments
 SEGMENT_PREFIX = "segment"
 VECTORS_FILE = "vectors.faiss"
+IDS_FILE = "ids.npy"
+HASHES_FILE = "hashes.npy"  # each row's embedding hash (32 bytes): a damaged database's vectors are found by it
+POSITIONS_FILE = "positions.npy"  # IVF segments: where each row is in the lists (vectors.list_positions)
 # Merge policy, checked at every commit (tiered, as Lucene's, in two tiers): the first
 # segment is the base (a full write or a full merge); every later one is a delta. Past
 # MAX_DELTAS deltas they are merged into one, which costs what they hold (a few updates'
@@ -64,6 +71,7 @@ DELTA_SHARE = 0.10
 DEAD_SHARE = 0.20
 MERGE_ENV = "POLICYQA_MERGE"  # "MAX_DELTAS,DELTA_SHARE,DEAD_SHARE": tests keep deltas in small corpora
 FULL_DISK_FREE = 1 << 20  # bytes: less free space than this after a failed write means a full disk
+RECOVER_PART = 10_000  # vectors read back at a time when a damaged database is started over
 BATCH = 500  # values per `IN (...)`: SQLite before 3.32 allows 999 parameters a statement
 
 SCHEMA = """
@@ -71,12 +79,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     path TEXT PRIMARY KEY, title TEXT NOT NULL, encoding TEXT NOT NULL,
     content_hash TEXT NOT NULL, chars INTEGER NOT NULL, indexed_at TEXT NOT NULL,
-    meta TEXT NOT NULL DEFAULT '{}');
+    meta TEXT NOT NULL DEFAULT '{}', stat TEXT);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, doc TEXT NOT NULL REFERENCES documents(path) ON DELETE CASCADE,
     ordinal INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
     section TEXT, text TEXT NOT NULL, embed_hash TEXT NOT NULL, page INTEGER);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(embed_hash);
 CREATE TABLE IF NOT EXISTS embeddings (hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped (doc TEXT PRIMARY KEY, reason TEXT NOT NULL);
 """
@@ -117,11 +126,13 @@ class SkippedRow:
 
 @dataclass(frozen=True)
 class Upsert:
-    """A document to (re)write, with its chunks and the hashes of their embedded text."""
+    """A document to (re)write, with its chunks and the hashes of their embedded text, and
+    its file's size and modification time as read (indexer.file_stat), if they can be trusted."""
 
     doc: Document
     chunks: list[Chunk]
     embed_hashes: list[str]
+    stat: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,9 +248,32 @@ def _readable_embeddings(db: Path) -> list[tuple[str, bytes]]:
     return rows
 
 
+def _segment_vectors(directory: Path) -> Iterator[list[tuple[str, bytes]]]:
+    """(hash, vector) rows of every segment in `directory` that can still be read, a part
+    at a time, found by each segment's own files (the database that lists them is damaged).
+    A vector must be finite and of unit length, as every stored vector is."""
+    from . import vectors as dense
+
+    for folder in sorted(directory.glob(f"{SEGMENT_PREFIX}-*")):
+        try:
+            ids = np.load(folder / IDS_FILE, mmap_mode="r")
+            hashes = np.load(folder / HASHES_FILE, mmap_mode="r")
+            positions = np.load(folder / POSITIONS_FILE, mmap_mode="r") if (folder / POSITIONS_FILE).exists() else None
+            vectors = dense.Vectors.open(folder / VECTORS_FILE, ids, positions)
+            if hashes.shape != (len(ids), 32):
+                continue
+            for i in range(0, len(ids), RECOVER_PART):
+                part = vectors.vectors(np.asarray(ids[i:i + RECOVER_PART]))
+                sound = np.isfinite(part).all(axis=1) & (np.abs(np.linalg.norm(part, axis=1) - 1) < 1e-3)
+                yield [(bytes(h).hex(), v.tobytes()) for h, v, ok in zip(hashes[i:i + RECOVER_PART], part, sound) if ok]
+        except (OSError, ValueError, RuntimeError, IndexError):
+            continue  # what was read before a damaged part is kept
+
+
 def _start_over(db: Path) -> tuple[sqlite3.Connection, int]:
-    """An empty database in place of a damaged one, with what of its embedding cache can
-    still be read (a rebuild then embeds only what was lost)."""
+    """An empty database in place of a damaged one, with the vectors that can still be read
+    (its embedding cache, the segments beside it) in the new one's cache, so a rebuild
+    embeds only what was lost."""
     cache = _readable_embeddings(db)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -248,8 +282,10 @@ def _start_over(db: Path) -> tuple[sqlite3.Connection, int]:
     conn.executescript(SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?)", cache)
+    for rows in _segment_vectors(db.parent):
+        conn.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?)", rows)
     conn.execute("COMMIT")
-    return conn, len(cache)
+    return conn, conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
 
 
 def _disk_full(exc: BaseException, directory: Path) -> bool:
@@ -335,6 +371,8 @@ class Store:
                 _check(conn)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
+            if "stat" not in {r[1] for r in conn.execute("PRAGMA table_info(documents)")}:  # written before stats
+                conn.execute("ALTER TABLE documents ADD COLUMN stat TEXT")
         except sqlite3.DatabaseError as exc:
             if not start_over or isinstance(exc, sqlite3.OperationalError):
                 raise
@@ -415,23 +453,25 @@ class Store:
         segments = self.segments()
         if segments is None:  # written before segments: its one vector file
             return dense.Segments([(self._open_vectors(vectors_name(generation)), np.zeros(0, np.int64))])
-        opened, ids = [], []
-        for s in segments:
-            opened.append((self._open_vectors(f"{s.name}/{VECTORS_FILE}"), np.array(s.dead, dtype=np.int64)))
+        return dense.Segments([(self._open_segment(s.name), np.array(s.dead, dtype=np.int64)) for s in segments])
+
+    def _open_segment(self, name: str) -> dense.Vectors:
+        """A segment's vectors with its ids and (IVF) positions, memory-mapped."""
+        recorded = self.checksums() or {}
+        arrays = []
+        for file in (IDS_FILE, POSITIONS_FILE):
+            path = self.dir / name / file
             try:
-                ids.append(np.load(self.dir / s.name / "ids.npy", mmap_mode="r"))
+                if f"{name}/{file}" in recorded and not files.matches(path, recorded[f"{name}/{file}"], full=False):
+                    raise DamagedIndex(f"{name}/{file} in {self.dir} is damaged; `policyqa index update` rewrites it")
+                arrays.append(np.load(path, mmap_mode="r") if file == IDS_FILE or f"{name}/{file}" in recorded
+                              else None)
             except (OSError, ValueError):
-                raise VectorsGone(f"{s.name}/ids.npy is missing; run `policyqa index update`") from None
-        return dense.Segments(opened, ids, self._stored_vectors)
+                raise VectorsGone(f"{name}/{file} is missing; run `policyqa index update`") from None
+        return self._open_vectors(f"{name}/{VECTORS_FILE}", *arrays)
 
-    def _stored_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
-        """Inside snapshot(): chunk id -> its vector in the embedding cache (the vectors of
-        the generation's chunks are there)."""
-        rows = _select_in(self.conn, "SELECT c.id, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.embed_hash "
-                          "WHERE c.id IN ({marks})", [int(i) for i in ids])
-        return {int(i): np.frombuffer(blob, dtype=np.float32) for i, blob in rows}
-
-    def _open_vectors(self, name: str) -> dense.Vectors:
+    def _open_vectors(self, name: str, ids: np.ndarray | None = None,
+                      positions: np.ndarray | None = None) -> dense.Vectors:
         from . import vectors as dense
 
         path = self.dir / name
@@ -443,7 +483,7 @@ class Store:
             # and `index status --verify` check every byte.
             if recorded and not files.matches(path, recorded, full=files.size_of(recorded) <= FULL_CHECK_BYTES):
                 raise DamagedIndex(f"{name} in {self.dir} is damaged; `policyqa index update` rewrites it")
-            return dense.Vectors.open(path)
+            return dense.Vectors.open(path, ids, positions)
         except FileNotFoundError:
             raise VectorsGone(f"{name} is missing; run `policyqa index update`") from None
         except RuntimeError as exc:
@@ -485,7 +525,10 @@ class Store:
         (gigabytes) on every update would cost an update O(corpus) again; `index status
         --verify` checks every byte and `index optimize` rewrites what it finds."""
         segments = self.segments()
-        return (self.generation() == 0 or segments is None or self.checksums() is None
+        recorded = self.checksums()
+        return (self.generation() == 0 or segments is None or recorded is None
+                # written while the embedding cache still held every vector: rewritten with hashes
+                or any(f"{s.name}/{HASHES_FILE}" not in recorded for s in segments)
                 or not all(lexical.is_current(self.dir / s.name / lexical.KEYWORDS) for s in segments)
                 or bool(self.damaged(full_up_to=None if full_check else FULL_CHECK_BYTES)))
 
@@ -525,6 +568,17 @@ class Store:
     def document_hashes(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT path, content_hash FROM documents"))
 
+    def file_stats(self) -> dict[str, str]:
+        """Document -> its file's stat when it was read, where one was recorded."""
+        return dict(self.conn.execute("SELECT path, stat FROM documents WHERE stat IS NOT NULL"))
+
+    def record_stats(self, stats: dict[str, tuple[str, str]]) -> None:
+        """Document -> (content hash, stat): a file found unchanged in content under a new
+        stat (touched, copied back) is known by it, as long as it still holds that content."""
+        with self._transaction():
+            self.conn.executemany("UPDATE documents SET stat = ? WHERE path = ? AND content_hash = ?",
+                                  [(stat, path, content) for path, (content, stat) in stats.items()])
+
     def skipped(self) -> list[SkippedRow]:
         return [SkippedRow(d, r) for d, r in self.conn.execute("SELECT doc, reason FROM skipped ORDER BY doc")]
 
@@ -540,8 +594,62 @@ class Store:
 
     # ---- writing ------------------------------------------------------------------
     def cached_vectors(self, hashes: Iterable[str]) -> set[str]:
-        """Which of these embedding hashes are already stored."""
-        return {h for (h,) in _select_in(self.conn, "SELECT hash FROM embeddings WHERE hash IN ({marks})", hashes)}
+        """Which of these embedding hashes have a vector that can be read: in the cache,
+        or held by a committed chunk of a segment that can be read."""
+        hashes = list(hashes)
+        found = {h for (h,) in _select_in(self.conn, "SELECT hash FROM embeddings WHERE hash IN ({marks})", hashes)}
+        return found | set(self._committed_sources([h for h in hashes if h not in found], self._readable_vectors()))
+
+    def lost_vectors(self) -> list[NextChunk]:
+        """The committed chunks whose vector can no longer be read (their segment's files
+        are missing or damaged, and the cache does not hold it): the indexer embeds them
+        again before the rewrite that replaces the damaged files."""
+        readable = self._readable()
+        unreadable = [ref.name for ref, vectors in readable if vectors is None]
+        if not unreadable:
+            return []
+        held = [np.asarray(v.ids) for _, v in readable if v is not None and v.ids is not None]
+        ids = np.array([i for (i,) in self.conn.execute("SELECT id FROM chunks")], dtype=np.int64)
+        lost = ids[~np.isin(ids, np.concatenate(held))] if held else ids
+        chunks = self._chunks_by_id(lost)
+        cached = {h for (h,) in _select_in(self.conn, "SELECT hash FROM embeddings WHERE hash IN ({marks})",
+                                           {n.embed_hash for n in chunks})}
+        return [n for n in chunks if n.embed_hash not in cached]
+
+    def _readable(self) -> list[tuple[SegmentRef, dense.Vectors | None]]:
+        """Each segment of the current generation, opened, or None where its files are
+        missing or damaged (checked as a reader checks them). A generation written before
+        segments is its one vector file."""
+        segments = self.segments()
+        if segments is None:
+            refs, names = [SegmentRef(vectors_name(self.generation()), 0)], [None]
+        else:
+            refs, names = segments, [s.name for s in segments]  # type: ignore[misc]
+        out: list[tuple[SegmentRef, dense.Vectors | None]] = []
+        for ref, name in zip(refs, names):
+            try:
+                out.append((ref, self._open_segment(name) if name else self._open_vectors(ref.name)))
+            except (DamagedIndex, VectorsGone):
+                out.append((ref, None))
+        return out
+
+    def _readable_vectors(self) -> list[dense.Vectors]:
+        return [v for _, v in self._readable() if v is not None]
+
+    def _committed_sources(self, hashes: Iterable[str], readable: list[dense.Vectors]) -> dict[str, int]:
+        """hash -> the id of a committed chunk with that embedding hash whose vector is in
+        one of the `readable` segments, for those of these hashes that have one."""
+        hashes = list(hashes)
+        if not hashes:
+            return {}
+        rows = list(_select_in(self.conn, "SELECT embed_hash, id FROM chunks WHERE embed_hash IN ({marks})", hashes))
+        if not rows:
+            return {}
+        ids = np.array([i for _, i in rows], dtype=np.int64)
+        ok = np.zeros(len(ids), dtype=bool)
+        for vectors in readable:
+            ok |= _holds(vectors, ids)
+        return {h: i for (h, i), good in zip(rows, ok.tolist()) if good}
 
     def cache_vectors(self, hashes: list[str], vectors: np.ndarray) -> None:
         """Stored at once, in their own transaction, so interrupted embedding work resumes."""
@@ -594,9 +702,12 @@ class Store:
         leaving = np.zeros(0, np.int64) if replace_all else self.chunk_ids_of([u.doc.path for u in upserts] + removed)
         return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, new, leaving)
 
-    def _hashes_of(self, ids: np.ndarray) -> list[str]:
-        return sorted({h for (h,) in _select_in(self.conn, "SELECT embed_hash FROM chunks WHERE id IN ({marks})",
-                                                [int(i) for i in ids])})
+    def _chunks_by_id(self, ids: np.ndarray) -> list[NextChunk]:
+        rows = _select_in(
+            self.conn, 'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, '
+            "c.embed_hash FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.id IN ({marks})",
+            [int(i) for i in ids])
+        return sorted((NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows), key=lambda n: n.id)
 
     def _kept_chunks(self, plan: Plan, first_id: int = 0) -> list[NextChunk]:
         """The current chunks the plan keeps, from id `first_id` on, in id order."""
@@ -620,7 +731,6 @@ class Store:
         # Segments of a writer that was stopped before its switch are no generation's.
         self._prune()
         previous = None if plan.replace_all or optimize or self.needs_rewrite() else self.segments()
-        leaving_hashes = self._hashes_of(plan.leaving)
         kept: list[SegmentRef] = []
         for ref in previous or []:
             ids = np.load(self.dir / ref.name / "ids.npy", mmap_mode="r")
@@ -645,12 +755,13 @@ class Store:
         try:
             with self._disk_space():
                 if new or not segments:
+                    fresh_from = plan.new[0].id if plan.new else None
                     written, layout = self._write_segment(name, list(new), keywords, plan.model.dim,
-                                                          self._base_vectors(previous))
+                                                          self._base_vectors(previous), fresh_from)
                     checksums.update(written)
                     segments.append(SegmentRef(name, len(new)))
                 pause_point("vectors-written")
-                self._switch(plan, settings, skipped, checksums, segments, layout, leaving_hashes)
+                self._switch(plan, settings, skipped, checksums, segments, layout)
                 switched = True
         finally:
             if not switched:
@@ -666,9 +777,11 @@ class Store:
         return self.dir / max(segments, key=lambda s: s.rows).name / VECTORS_FILE
 
     def _write_segment(self, name: str, chunks: list[NextChunk], keywords: Callable[[Sequence[NextChunk]],
-                       KeywordTexts], dim: int, previous: Path | None) -> tuple[dict[str, str], dense.Layout]:
-        """Write a segment of these chunks (ascending ids) and sync it; returns the
-        checksums of its files and how its vectors are indexed."""
+                       KeywordTexts], dim: int, previous: Path | None,
+                       fresh_from: int | None) -> tuple[dict[str, str], dense.Layout]:
+        """Write a segment of these chunks (ascending ids; from id `fresh_from` on they are
+        not committed yet) and sync it; returns the checksums of its files and how its
+        vectors are indexed."""
         import faiss
 
         from . import vectors as dense
@@ -676,14 +789,19 @@ class Store:
         ids = np.array([c.id for c in chunks], dtype=np.int64)
         with files.replaced(self.dir / name) as tmp:
             tmp.mkdir()
-            index, layout = dense.build(ids, self._vectors_for([c.embed_hash for c in chunks], dim), dim,
-                                        previous=previous)
+            index, layout = dense.build(ids, self._vectors_for(chunks, dim, fresh_from), dim, previous=previous)
             # Written from the index, not from a serialized copy: at a million vectors that
             # copy alone would be 1.5 GB.
             faiss.write_index(index, str(tmp / VECTORS_FILE))
+            if isinstance(index, faiss.IndexIVF):
+                held, positions = dense.list_positions(index)
+                assert np.array_equal(held, ids), "an IVF index holds the ids it was given"
+                np.save(tmp / POSITIONS_FILE, positions)
             del index
             pause_point("vectors-tmp")
-            np.save(tmp / "ids.npy", ids)
+            np.save(tmp / IDS_FILE, ids)
+            np.save(tmp / HASHES_FILE, np.frombuffer(b"".join(bytes.fromhex(c.embed_hash) for c in chunks),
+                                                      dtype=np.uint8).reshape(len(chunks), 32))
             texts = keywords(chunks)
             lexical.write(tmp / lexical.KEYWORDS, ids, texts.passages, [c.chunk.doc for c in chunks],
                           texts.documents)
@@ -694,7 +812,7 @@ class Store:
         return out, layout
 
     def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str],
-                segments: list[SegmentRef], layout: dense.Layout | None, leaving_hashes: list[str]) -> None:
+                segments: list[SegmentRef], layout: dense.Layout | None) -> None:
         model = plan.model
         changed = [u.doc.path for u in plan.upserts]
         stamp = now()
@@ -707,10 +825,10 @@ class Store:
             for u in plan.upserts:
                 d = u.doc
                 self.conn.execute(
-                    "INSERT INTO documents (path, title, encoding, content_hash, chars, indexed_at, meta) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO documents (path, title, encoding, content_hash, chars, indexed_at, meta, stat) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (d.path, d.title, d.encoding, d.content_hash, len(d.text), stamp,
-                     json.dumps(d.meta.as_dict() if d.meta else {}, ensure_ascii=False)),
+                     json.dumps(d.meta.as_dict() if d.meta else {}, ensure_ascii=False), u.stat),
                 )
             self.conn.executemany(
                 'INSERT INTO chunks (id, doc, ordinal, start, "end", section, text, embed_hash, page) '
@@ -741,26 +859,52 @@ class Store:
                                                     segments=len(segments)))
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (stamp,))
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+            # What is committed now has its one copy in a segment; what a rebuild leaves out
+            # was embedded for nothing. The cache keeps only vectors embedded for documents
+            # an interrupted run had not committed yet.
             if plan.replace_all:
-                self.conn.execute("DELETE FROM embeddings WHERE hash NOT IN (SELECT embed_hash FROM chunks)")
-            else:  # only the dropped chunks' vectors can have lost their last chunk (a sweep reads a million)
-                for i in range(0, len(leaving_hashes), BATCH):
-                    part = leaving_hashes[i:i + BATCH]
-                    marks = ",".join("?" * len(part))
-                    self.conn.execute(f"DELETE FROM embeddings WHERE hash IN ({marks}) AND hash NOT IN "
-                                      f"(SELECT embed_hash FROM chunks WHERE embed_hash IN ({marks}))", part + part)
+                self.conn.execute("DELETE FROM embeddings")
+            else:
+                self.conn.execute("DELETE FROM embeddings WHERE EXISTS "
+                                  "(SELECT 1 FROM chunks c WHERE c.embed_hash = embeddings.hash)")
             pause_point("committing")
 
-    def _vectors_for(self, hashes: list[str], dim: int) -> np.ndarray:
-        out = np.empty((len(hashes), dim), dtype=np.float32)
-        position: dict[str, list[int]] = {}
-        for i, h in enumerate(hashes):
-            position.setdefault(h, []).append(i)
-        found = _select_in(self.conn, "SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", list(position))
-        for h, blob in found:
-            out[position.pop(h)] = np.frombuffer(blob, dtype=np.float32)
-        if position:
-            raise StoreError(f"{len(position)} chunks have no stored vector; run `policyqa index update`")
+    def _vectors_for(self, chunks: list[NextChunk], dim: int, fresh_from: int | None) -> np.ndarray:
+        """The vector of each chunk: a committed chunk's from its segment, a new one's (from
+        id `fresh_from` on) by its hash (stored_vectors)."""
+        from . import vectors as dense
+
+        out = np.empty((len(chunks), dim), dtype=np.float32)
+        readable = self._readable_vectors()
+        ids = np.array([c.id for c in chunks], dtype=np.int64)
+        held = ids < (fresh_from if fresh_from is not None else np.iinfo(np.int64).max)
+        held &= np.logical_or.reduce([_holds(v, ids) for v in readable]) if readable else False
+        if held.any():
+            out[held] = dense.Segments([(v, np.zeros(0, np.int64)) for v in readable]).vectors(ids[held])
+        rest = np.flatnonzero(~held).tolist()
+        found = self.stored_vectors({chunks[i].embed_hash for i in rest}, readable)
+        missing = sum(chunks[i].embed_hash not in found for i in rest)
+        if missing:
+            raise StoreError(f"{missing} chunks have no stored vector; run `policyqa index update`")
+        for i in rest:
+            out[i] = found[chunks[i].embed_hash]
+        return out
+
+    def stored_vectors(self, hashes: Iterable[str],
+                       readable: list[dense.Vectors] | None = None) -> dict[str, np.ndarray]:
+        """hash -> vector, for those of these embedding hashes that have one that can be
+        read: in the cache, or in the segment of a committed chunk with that hash."""
+        from . import vectors as dense
+
+        hashes = list(dict.fromkeys(hashes))
+        out = {h: np.frombuffer(blob, dtype=np.float32) for h, blob in
+               _select_in(self.conn, "SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", hashes)}
+        if readable is None:
+            readable = self._readable_vectors()
+        sources = self._committed_sources([h for h in hashes if h not in out], readable)
+        if sources:
+            committed = dense.Segments([(v, np.zeros(0, np.int64)) for v in readable])
+            out.update(zip(sources, committed.vectors(np.array(list(sources.values()), dtype=np.int64))))
         return out
 
     def _prune(self) -> None:
@@ -777,6 +921,18 @@ class Store:
         if "segments" in meta:
             files.prune_generations(self.dir, VECTORS_PREFIX, generation)
             files.prune_generations(self.dir, lexical.OLD_PREFIX, generation)
+
+
+def _holds(vectors: dense.Vectors, ids: np.ndarray) -> np.ndarray:
+    """Which of these chunk ids a segment's vectors hold (a generation's one vector file,
+    written before segments kept ids, holds every chunk of it)."""
+    if vectors.ids is None:
+        return ids >= 0
+    held = vectors.ids
+    if not len(held):
+        return np.zeros(len(ids), dtype=bool)
+    at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+    return np.asarray(held)[at] == ids
 
 
 @contextmanager

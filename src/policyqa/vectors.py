@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -114,14 +113,17 @@ def _tune(index: faiss.IndexIVF, vectors: np.ndarray) -> tuple[int, float, int]:
 class Vectors:
     """One segment's vectors, opened for search: an exact index read into memory as
     before, an IVF index memory-mapped (its lists stay in the page cache, shared by
-    every reader)."""
+    every reader). `ids` (ascending) are the chunk ids it holds, `positions` where an IVF
+    index keeps each of them (list_positions); None when not known."""
 
-    def __init__(self, index: faiss.Index):
+    def __init__(self, index: faiss.Index, ids: np.ndarray | None = None, positions: np.ndarray | None = None):
         self.index = index
         self.ivf = isinstance(index, faiss.IndexIVF)
+        self.ids = ids
+        self.positions = positions
 
     @classmethod
-    def open(cls, path: Path) -> Vectors:
+    def open(cls, path: Path, ids: np.ndarray | None = None, positions: np.ndarray | None = None) -> Vectors:
         """Raises RuntimeError (faiss's) when the file is missing or unreadable."""
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
         if isinstance(index, faiss.IndexIVF):
@@ -131,7 +133,7 @@ class Vectors:
             mapped = faiss.downcast_InvertedLists(index.invlists)
             assert isinstance(mapped, faiss.OnDiskInvertedLists), "what IO_FLAG_MMAP makes of them"
             mapped.prefetch_nthread = 0
-        return cls(index)
+        return cls(index, ids, positions)
 
     @property
     def ntotal(self) -> int:
@@ -162,18 +164,60 @@ class Vectors:
             params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         return self.index.search(q, k, params=params)
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of these ids (all in the index), in their order: the index is
+        the only copy of a committed vector."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.ivf:
+            return self.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.index.d), np.float32)
+        index = self.index
+        assert isinstance(index, faiss.IndexIVF)
+        if self.positions is None:  # a segment written before positions were kept
+            self.ids, self.positions = list_positions(index)
+        held = self.ids
+        assert held is not None, "an IVF segment's positions come with its ids"
+        at = np.searchsorted(held, ids)
+        return _from_lists(index, np.asarray(self.positions)[at])
+
     def scores(self, q: np.ndarray, ids: list[int]) -> np.ndarray:
         """The exact similarity of q to each of these ids (all in the index)."""
-        index = self.index
-        if not isinstance(index, faiss.IndexIVF):
-            return np.vstack([index.reconstruct(int(c)) for c in ids]) @ q
-        # IVF keeps no id -> position map (a reader would rebuild one for the whole index on
-        # every open): a search restricted to these ids over every list finds each of them.
-        wanted = np.asarray(ids, dtype=np.int64)
-        params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(wanted), nprobe=index.nlist)  # type: ignore[call-arg]
-        found_scores, found = index.search(q[None, :], len(wanted), params=params)
-        by_id = dict(zip(found[0].tolist(), found_scores[0].tolist()))
-        return np.array([by_id[int(c)] for c in wanted], dtype=np.float32)
+        return self.vectors(np.asarray(ids, dtype=np.int64)) @ q
+
+
+def list_positions(index: faiss.IndexIVF) -> tuple[np.ndarray, np.ndarray]:
+    """(ids ascending, where each is: list number << 32 | offset in the list) of every
+    vector of an IVF index. Kept beside a segment's ids, so that a reader finds a few
+    vectors by position instead of scanning every list or mapping ids in memory (faiss's
+    direct map is a hash table for ids that are not 0..n-1)."""
+    lists = index.invlists
+    assert lists is not None, "an IVF index has its lists"
+    ids, where = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for number in range(index.nlist):
+        size = lists.list_size(number)
+        if size:
+            ids.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
+            where.append((np.int64(number) << 32) | np.arange(size, dtype=np.int64))
+    all_ids, all_where = np.concatenate(ids), np.concatenate(where)
+    order = np.argsort(all_ids, kind="stable")
+    return all_ids[order], all_where[order]
+
+
+def _from_lists(index: faiss.IndexIVF, positions: np.ndarray) -> np.ndarray:
+    """The vectors at these positions of an IVFFlat index's lists (whose codes are the
+    float32 vectors themselves), read list by list from what is mapped."""
+    lists = index.invlists
+    assert lists is not None and isinstance(index, faiss.IndexIVFFlat), "flat codes are the vectors"
+    out = np.empty((len(positions), index.d), dtype=np.float32)
+    numbers, offsets = positions >> 32, positions & 0xFFFFFFFF
+    order = np.argsort(numbers, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(numbers[order])) + 1):
+        if not len(group):
+            continue
+        number = int(numbers[group[0]])
+        size = lists.list_size(number)
+        codes = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size)
+        out[group] = codes.view(np.float32).reshape(size, index.d)[offsets[group]]
+    return out
 
 
 class Segments:
@@ -182,11 +226,8 @@ class Segments:
     each segment for its k best live vectors and keeps the k best of all; with one segment
     and no tombstones it is that segment's search, unchanged."""
 
-    def __init__(self, segments: list[tuple[Vectors, np.ndarray]], ids: list[np.ndarray] | None = None,
-                 stored: Callable[[list[int]], dict[int, np.ndarray]] | None = None):
+    def __init__(self, segments: list[tuple[Vectors, np.ndarray]]):
         self.segments = [(v, np.asarray(dead, dtype=np.int64)) for v, dead in segments]
-        self.ids = ids  # each segment's chunk ids, ascending (found there by binary search)
-        self.stored = stored  # chunk id -> its vector as the store keeps it
         self.ivf = any(v.ivf for v, _ in self.segments)
 
     @property
@@ -224,25 +265,26 @@ class Segments:
         best_scores, best_ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
         return np.where(best_ids >= 0, best_scores, -3.4e38).astype(np.float32), best_ids
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of these ids, in their order; each is read from a segment
+        that holds it (a tombstoned row still holds its vector)."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(wanted), self.index.d), dtype=np.float32)
+        todo = np.ones(len(wanted), dtype=bool)
+        for vectors, _ in self.segments:
+            if vectors.ids is None:  # a generation's one vector file, written before segments: it holds all
+                here = todo.copy()
+            else:
+                held = vectors.ids
+                at = np.minimum(np.searchsorted(held, wanted), max(0, len(held) - 1))
+                here = todo & (held[at] == wanted) if len(held) else np.zeros_like(todo)
+            if here.any():
+                out[here] = vectors.vectors(wanted[here])
+                todo &= ~here
+        if todo.any():
+            raise KeyError(f"{int(todo.sum())} ids are in no segment")
+        return out
+
     def scores(self, q: np.ndarray, ids: list[int]) -> np.ndarray:
         """The exact similarity of q to each of these (live) ids."""
-        if self.ivf and self.stored is not None:
-            # An IVF index keeps no id -> position map, and finding ids by scanning every
-            # list maps pages of the whole file into a cold reader (+67 MB at 200k vectors,
-            # bench/scale.py): the store's copy of these few vectors is read instead.
-            found = self.stored(list(ids))
-            if all(int(c) in found for c in ids):
-                return np.array([float(found[int(c)] @ q) for c in ids], dtype=np.float32)
-        if len(self.segments) == 1:
-            return self.segments[0][0].scores(q, ids)
-        out = np.zeros(len(ids), dtype=np.float32)
-        wanted = np.asarray(ids, dtype=np.int64)
-        todo = np.ones(len(ids), dtype=bool)
-        assert self.ids is not None, "a generation of several segments is opened with their ids"
-        for (vectors, dead), held in zip(self.segments, self.ids):
-            at = np.minimum(np.searchsorted(held, wanted), max(0, len(held) - 1))
-            here = todo & (held[at] == wanted if len(held) else False) & ~np.isin(wanted, dead)
-            if here.any():
-                out[here] = vectors.scores(q, wanted[here].tolist())
-                todo &= ~here
-        return out
+        return self.vectors(np.asarray(ids, dtype=np.int64)) @ q
