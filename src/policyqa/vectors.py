@@ -21,7 +21,10 @@ import numpy as np
 # training costs per build, and the flat file copied into every reader dominates a cold start.
 # POLICYQA_EXACT_UP_TO sets it lower, so that the kill -9 harness runs on IVF segments.
 EXACT_UP_TO = int(os.environ.get("POLICYQA_EXACT_UP_TO", "50000"))
-RECALL_TARGET = 0.98
+# Midpoint questions (see _tune) are a proxy: at a million passages real questions got about
+# 0.01 less recall than they did (bench/scale.py), so the build aims 0.01 above the 0.98
+# that real questions should get.
+RECALL_TARGET = 0.99
 RECALL_K = 10
 RECALL_QUERIES = 500
 TRAIN_PER_LIST = 64  # k-means points per list: faiss warns below 39
