@@ -1,6 +1,7 @@
 """Scale: indexes of N passages built and queried through policyqa's own API.
 
     python bench/scale.py [--sizes 50000,200000] [--json] [--real-index DIR] [--timeout S]
+                          [--keep DIR | --reuse DIR]
 
 For each size N it writes a corpus of real text until policyqa's chunker cuts it into N
 chunks: the NCPQA documents and the laws of ../shared/bench, then edited copies of them for
@@ -22,7 +23,10 @@ median of 3 questions), warm search p50/p95 over 40 dev questions in one process
 of the dense search against exact search for all 400 NCPQA dev questions embedded by the
 query encoder (the build's own recall is shown beside it, as `index status` shows it), and
 one dense top-50 search's time through the index against an exact scan of the same vectors.
-Every child process has a --timeout; the sizes run one after the other.
+Every child process has a --timeout; the sizes run one after the other. `--keep DIR`
+builds each size in DIR/N and leaves it there; `--reuse DIR` measures the indexes kept
+there without building them again (build figures are then null; the one-document update
+appends to the same document once more).
 """
 from __future__ import annotations
 
@@ -221,26 +225,33 @@ def questions() -> list[str]:
     return [json.loads(line)["question"] for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def one_size(n: int, work: Path, real_index: Path, timeout: float, say) -> dict:
+def one_size(n: int, work: Path, real_index: Path, timeout: float, say, reuse: bool = False) -> dict:
     from policyqa.store import Store
 
     corpus, index = work / "corpus", work / "index"
-    t = time.perf_counter()
-    written = write_corpus(corpus, n)
-
-    store = Store.create_or_open(index)
-    try:
-        filled = fill_cache(store, written, real_index)
-    finally:
+    if reuse:
+        written = [tuple(w) for w in json.loads((work / "written.json").read_text(encoding="utf-8"))]
+        store = Store.open(index)
+        built, build_s, build_rss = {"chunks": store.counts()[1]}, None, None
         store.close()
-    written = [(path, k, len(texts)) for path, k, texts in written]  # the texts' memory is the build's
-    copies = max(k for _, k, _ in written)
-    say(f"{n}: {len(written)} documents ({copies} edited copies of the sources), vectors cached in "
-        f"{time.perf_counter() - t:.0f} s; {filled['real_vectors']} of {filled['original_chunks']} original "
-        "chunks have their real vector")
-    built, build_s, _, build_rss = child(BUILD.format(corpus=str(corpus), index=str(index)), timeout)
-    assert built["embedded"] == 0, built  # every vector came from the cache
-    say(f"{n}: built {built['chunks']} chunks in {build_s:.1f} s, peak RSS {build_rss:.0f} MB")
+    else:
+        t = time.perf_counter()
+        texts_written = write_corpus(corpus, n)
+        store = Store.create_or_open(index)
+        try:
+            filled = fill_cache(store, texts_written, real_index)
+        finally:
+            store.close()
+        written = [(path, k, len(texts)) for path, k, texts in texts_written]
+        del texts_written  # the texts' memory is the build's
+        (work / "written.json").write_text(json.dumps(written), encoding="utf-8")
+        copies = max(k for _, k, _ in written)
+        say(f"{n}: {len(written)} documents ({copies} edited copies of the sources), vectors cached in "
+            f"{time.perf_counter() - t:.0f} s; {filled['real_vectors']} of {filled['original_chunks']} original "
+            "chunks have their real vector")
+        built, build_s, _, build_rss = child(BUILD.format(corpus=str(corpus), index=str(index)), timeout)
+        assert built["embedded"] == 0, built  # every vector came from the cache
+        say(f"{n}: built {built['chunks']} chunks in {build_s:.1f} s, peak RSS {build_rss:.0f} MB")
 
     path, _, _ = next(w for w in written if w[1] == 0 and 5 <= w[2] <= 20)
     with open(corpus / path, "a", encoding="utf-8") as fh:
@@ -264,7 +275,8 @@ def one_size(n: int, work: Path, real_index: Path, timeout: float, say) -> dict:
     warm, _, _, warm_rss = child(WARM.format(questions=qs[:WARM_QUESTIONS], recall_questions=qs, index=str(index)),
                                  timeout)
     layout = warm["layout"]
-    row = dict(chunks=built["chunks"], build_s=round(build_s, 2), build_peak_rss_mb=round(build_rss),
+    row = dict(chunks=built["chunks"], build_s=build_s and round(build_s, 2),
+               build_peak_rss_mb=build_rss and round(build_rss),
                update_one_doc_s=round(update_s, 2), disk_bytes=disk,
                cold_ask_wall_s=round(statistics.median(c[0] for c in cold), 3),
                cold_ask_cpu_s=round(statistics.median(c[1] for c in cold), 3),
@@ -284,6 +296,9 @@ def main() -> int:
     ap.add_argument("--real-index", type=Path, default=Path("/work/ncpqa-index"),
                     help="an index of the bundled model whose vectors are reused")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds each child process may take")
+    kept = ap.add_mutually_exclusive_group()
+    kept.add_argument("--keep", type=Path, help="build each size in DIR/N and keep it")
+    kept.add_argument("--reuse", type=Path, help="measure the indexes --keep left in DIR/N")
     args = ap.parse_args()
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
@@ -299,6 +314,14 @@ def main() -> int:
 
     rows = []
     for n in sizes:
+        if args.keep or args.reuse:
+            work = (args.keep or args.reuse) / str(n)
+            if args.reuse and not (work / "written.json").exists():
+                print(f"no index kept in {work}: build it with --keep {args.reuse}", file=sys.stderr)
+                return 2
+            work.mkdir(parents=True, exist_ok=True)
+            rows.append(one_size(n, work, args.real_index, args.timeout, say, reuse=bool(args.reuse)))
+            continue
         with tempfile.TemporaryDirectory(prefix="policyqa-scale-") as tmp:
             rows.append(one_size(n, Path(tmp), args.real_index, args.timeout, say))
     if args.json:
