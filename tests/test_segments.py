@@ -117,6 +117,42 @@ def test_two_segments_score_as_one(tmp_path):
     assert split.words.document_frequency("管理") == one.words.document_frequency("管理") > 0
 
 
+@NEEDS_LAWS
+@pytest.mark.parametrize("part_chunks", [100_000, 97])
+def test_top_rows_are_the_best_of_every_score_exactly(tmp_path, monkeypatch, part_chunks):
+    monkeypatch.setattr(lexical, "PART_CHUNKS", part_chunks)
+    monkeypatch.setattr(lexical, "SCAN_UP_TO", 0)  # as at a province's library
+    texts, docs, documents = _passages(1200)
+    ids = np.arange(1, len(texts) + 1)
+    dead = ids[::11]  # tombstones too
+    lexical.write(tmp_path / "k", ids, texts, docs, documents)
+    index = _load(tmp_path / "k", dead.tolist())
+    rng = np.random.default_rng(0)
+    scored_everywhere: list[int] = []  # the terms top() scored on every row they occur in
+    add_to = lexical._Term.add_to
+    monkeypatch.setattr(lexical._Term, "add_to",
+                        lambda t, bm25, out: scored_everywhere.append(t.df) or add_to(t, bm25, out))
+    queries = [dict.fromkeys(bigrams(texts[i][:40]), 1.0) for i in (3, 300, 900)]
+    queries.append({"人民政府": 1.0, "监督管理": 0.5, "违反": 0.25, "罚款": 0.25})  # weighted, as translations are
+    pruned = 0  # queries of which some terms were scored only on the rows already found
+    for query in queries:
+        every = index.bigrams.scores(query) if len(next(iter(query))) == 2 else index.words.scores(query)
+        keywords = index.bigrams if len(next(iter(query))) == 2 else index.words
+        for k in (5, 50):
+            wanted = np.sort(rng.choice(len(texts), 30, replace=False))
+            for admitted in (None, rng.random(len(texts)) < 0.3):
+                allowed = every if admitted is None else np.where(admitted, every, 0)
+                scored_everywhere.clear()
+                got = keywords.top(query, k, wanted, admitted)
+                pruned += 0 < len(scored_everywhere) < len(query)
+                best = np.lexsort((np.arange(len(allowed)), -allowed))[:k]
+                best = best[allowed[best] > 0]
+                assert got.rows.tolist() == best.tolist()
+                assert np.array_equal(got.scores, allowed[best])  # the same floats
+                assert np.array_equal(got.wanted, allowed[wanted])  # 0 outside the filter, as before
+    assert pruned
+
+
 def _found(index: Path, question: str) -> list[tuple[str, int, float, float]]:
     from policyqa.search import Searcher
     from policyqa.store import Store

@@ -51,6 +51,9 @@ OLD_PREFIX = "lexical"  # a generation's keyword folder before segments (removed
 # bench/scale.py) plus its vocabulary; a reader opens a few arrays per part, so parts
 # much smaller than this would cost a cold question file opens for nothing.
 PART_CHUNKS = 100_000
+# Up to this many rows a question scores every row a term occurs in (a few milliseconds)
+# and ranks ties as it always has; past it Bm25.top skips what cannot reach the k best.
+SCAN_UP_TO = 100_000
 _PART = "part-{:03d}"
 
 
@@ -229,6 +232,56 @@ class _Postings:
         return rows, tf
 
 
+@dataclass(frozen=True)
+class Scored:
+    """Rows found by keywords with their scores (best first past SCAN_UP_TO rows); and
+    the scores of the rows that were asked about (0 where none of the terms occurs)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    wanted: np.ndarray
+
+
+@dataclass
+class _Term:
+    """A query term's live postings, part by part, with its weight and idf."""
+
+    weight: float
+    idf: np.float32
+    found: list[tuple[int, np.ndarray, np.ndarray]]  # (part, part-local rows, tf)
+
+    @property
+    def df(self) -> int:
+        return sum(len(rows) for _, rows, _ in self.found)
+
+    @property
+    def bound(self) -> float:
+        """More than the term adds to any row's score (with a margin for float32 rounding)."""
+        return float(self.weight * self.idf) * 1.0001
+
+    def add_to(self, bm25: Bm25, out: np.ndarray) -> None:
+        """Adds what the term adds to each row's score into `out` (by row)."""
+        for i, rows, tf in self.found:
+            part = bm25.parts[i]
+            # A term's rows in a part are distinct, so a fancy-indexed add adds each once
+            # (what np.add.at would, at a fraction of its cost).
+            out[part.offset:part.offset + part.rows][rows] += bm25._contribution(i, rows, tf, self.idf, self.weight)
+
+    def at(self, bm25: Bm25, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which of the `asked` rows, ascending, contain the term; what it adds to each)."""
+        hit = np.zeros(len(asked), dtype=bool)
+        data = []
+        for i, rows, tf in self.found:
+            offset = bm25.parts[i].offset
+            lo, hi = np.searchsorted(asked, [offset, offset + bm25.parts[i].rows])
+            local = asked[lo:hi] - offset
+            pos = np.minimum(np.searchsorted(rows, local), len(rows) - 1)
+            here = rows[pos] == local
+            hit[lo:hi] = here
+            data.append(bm25._contribution(i, rows[pos[here]], tf[pos[here]], self.idf, self.weight))
+        return hit, np.concatenate(data) if data else np.zeros(0, np.float32)
+
+
 @dataclass
 class Bm25:
     """BM25 ("lucene" variant, bm25s's arithmetic) over the live rows of several parts,
@@ -265,30 +318,75 @@ class Bm25:
         """BM25 score of every row (0 for a deleted one) for a query whose terms carry
         weights (1 for a plain query; translation alternatives share one term's weight)."""
         out = np.zeros(self.rows, dtype=np.float32)
+        for t in self._terms(weighted_terms):
+            t.add_to(self, out)
+        return out
+
+    def _terms(self, weighted_terms: Mapping[str, float], admitted: np.ndarray | None = None) -> list[_Term]:
+        """The query's terms that occur in a live row (among the `admitted` ones if given),
+        in the query's order, with their postings (admitted ones only) and idf (over every
+        live row)."""
         n = self.live_rows
+        out = []
         for term, weight in weighted_terms.items():
             if weight <= 0:
                 continue
-            found = self._found(term)
+            found = [(i, rows, tf) for i, rows, tf in self._found(term) if len(rows)]
             df = sum(len(rows) for _, rows, _ in found)
-            if not df:
-                continue
-            idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
-            for i, rows, tf in found:
-                if not len(rows):
-                    continue
-                # bm25s's float32(idf * tf / (norm + tf)) in float64, in place
-                tfc = self._norm(i).take(rows)
-                tfc += tf
-                np.divide(tf, tfc, out=tfc)
-                tfc *= idf
-                data = tfc.astype(np.float32)
-                data *= weight
-                part = self.parts[i]
-                # A term's rows in a part are distinct, so a fancy-indexed add adds each once
-                # (what np.add.at would, at a fraction of its cost).
-                out[part.offset:part.offset + part.rows][rows] += data
+            if admitted is not None:
+                found = [(i, rows[keep], tf[keep]) for i, rows, tf in found
+                         for keep in [admitted[self.parts[i].offset + rows]] if keep.any()]
+            if found:
+                out.append(_Term(weight, np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5))), found))
         return out
+
+    def top(self, weighted_terms: Mapping[str, float], k: int, wanted: np.ndarray,
+            admitted: np.ndarray | None = None) -> Scored:
+        """The k best rows (score > 0, among the `admitted` rows if given: a bool per row)
+        and the scores of the `wanted` rows, each exactly what scores() gives it; past
+        SCAN_UP_TO rows without scoring every row a common term occurs in. Terms are taken rarest first (as
+        MaxScore takes them, Turtle & Flood 1995): once the k-th best score so far exceeds
+        what all the terms not taken yet could add to a row (weight x idf each, as a
+        term's tf / (tf + norm) is below 1), no other row can enter the k best, and those
+        terms are scored only on the rows already found. A row's score is summed in the
+        query's term order, as scores() sums it, so that it is the same float."""
+        if self.rows <= SCAN_UP_TO:
+            every = self.scores(weighted_terms)
+            if admitted is not None:
+                every = np.where(admitted, every, np.float32(0))
+            top = np.argpartition(-every, min(k, len(every)) - 1)[:k] if len(every) else np.zeros(0, np.int64)
+            top = top[every[top] > 0]
+            return Scored(top, every[top], every[wanted])
+        taken = self._terms(weighted_terms, admitted)
+        partial = np.zeros(self.rows, np.float32)  # what the terms taken so far add: for the stopping rule
+        left = sum(t.bound for t in taken)
+        for t in sorted(taken, key=lambda t: t.df):
+            if left < float(partial.max()):
+                found = partial[partial > 0]
+                if len(found) >= k and left < float(np.partition(found, len(found) - k)[len(found) - k]):
+                    break
+            t.add_to(self, partial)
+            left -= t.bound
+        candidates = np.flatnonzero(partial)
+        asked = np.union1d(candidates, np.asarray(wanted, dtype=np.int64))
+        exact = np.zeros(len(asked), np.float32)
+        for t in taken:  # the query's order
+            hit, data = t.at(self, asked)
+            exact[hit] += data
+        best = np.flatnonzero((partial[asked] > 0) & (exact > 0))
+        best = best[np.lexsort((asked[best], -exact[best]))][:k]
+        at = np.searchsorted(asked, wanted)
+        return Scored(asked[best], exact[best], exact[at] if len(asked) else np.zeros(len(wanted), np.float32))
+
+    def _contribution(self, i: int, rows: np.ndarray, tf: np.ndarray, idf: np.float32, weight: float) -> np.ndarray:
+        # bm25s's float32(idf * tf / (norm + tf)) in float64, in place
+        tfc = self._norm(i).take(rows)
+        tfc += tf
+        np.divide(tf, tfc, out=tfc)
+        tfc *= idf
+        data = tfc.astype(np.float32)
+        data *= weight
+        return data
 
     def rows_with(self, term: str) -> np.ndarray:
         """The live rows that contain `term`, ascending."""
@@ -311,6 +409,11 @@ class Keywords:
     def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
         """Passage BM25 scores, by passage row."""
         return self.passages.scores(weighted_terms)
+
+    def top(self, weighted_terms: Mapping[str, float], k: int, wanted: np.ndarray,
+            admitted: np.ndarray | None = None) -> Scored:
+        """The k best passage rows and the scores of the `wanted` ones (Bm25.top)."""
+        return self.passages.top(weighted_terms, k, wanted, admitted)
 
     def document_scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
         """Whole-document BM25 scores, by document row (LexicalIndex.chunk_documents)."""

@@ -273,25 +273,28 @@ class Searcher:
         if plan.translated and dense:
             plan = self._choose_senses(plan, list(dense)[:SENSE_PASSAGES])
         keywords = lexical.keywords(plan.cut) if lexical is not None else None
-        lex_all = keywords.scores(plan.terms) if keywords is not None and plan.terms else None
-        if lexical is not None and lex_all is not None and allowed is not None:
-            admitted = np.zeros(len(lex_all), dtype=bool)
-            admitted[[lexical.row_of[int(c)] for c in allowed if int(c) in lexical.row_of]] = True
-            lex_all = np.where(admitted, lex_all, 0.0)
         lex: dict[int, float] = {}
-        if lexical is not None and lex_all is not None and lex_all.max() > 0:
-            top = np.argpartition(-lex_all, min(fetch, len(lex_all)) - 1)[:fetch]
-            lex = {int(lexical.ids[r]): float(lex_all[r]) for r in top if lex_all[r] > 0}
+        dense_lex: dict[int, float] = {}  # the keyword scores of the dense candidates
+        if lexical is not None and keywords is not None and plan.terms:
+            row_of = lexical.row_of
+            admitted = None
+            if allowed is not None:
+                admitted = np.zeros(keywords.passages.rows, dtype=bool)
+                admitted[[row_of[int(c)] for c in allowed if int(c) in row_of]] = True
+            wanted = {row_of[c]: c for c in dense if c in row_of}
+            scored = keywords.top(plan.terms, fetch, np.array(sorted(wanted), dtype=np.int64), admitted)
+            lex = {int(lexical.ids[r]): float(sc) for r, sc in zip(scored.rows, scored.scores)}
+            dense_lex = {wanted[int(r)]: float(sc) for r, sc in zip(sorted(wanted), scored.wanted)}
         if not lex:
             return plan, [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
         if not dense:
             return plan, [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
-        assert lexical is not None and keywords is not None and lex_all is not None and q is not None, \
+        assert lexical is not None and keywords is not None and q is not None, \
             "lex is only filled from the keyword index, dense only from the query vector"
         union = list(dict.fromkeys(list(dense) + list(lex)))
         dense_u = self._dense_scores(q, union, dense)
         row_of = lexical.row_of
-        lex_u = np.array([lex[c] if c in lex else float(lex_all[row_of[c]]) if c in row_of else 0.0 for c in union])
+        lex_u = np.array([lex[c] if c in lex else dense_lex.get(c, 0.0) for c in union])
         # Whole-document keyword evidence: a question often names the region or body in the
         # title and its subject in passages that never repeat them.
         doc_all = keywords.document_scores(plan.terms)
