@@ -24,6 +24,7 @@ than the search.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from .terms import STOPWORDS, bigrams, in_stopwords, is_han, words
 from .translate import TABLE_NAME, TABLE_VERSION, build_table
@@ -160,11 +162,17 @@ class _Array:
     (bench/scale.py's cold peak RSS)."""
 
     def __init__(self, path: Path):
-        mapped = np.load(path, mmap_mode="r")  # reads the header; maps, touches nothing
-        assert isinstance(mapped, np.memmap), "np.load maps a saved array"
-        self.dtype, self.length, self.start = mapped.dtype, len(mapped), int(mapped.offset)
-        del mapped
         self.fd = os.open(path, os.O_RDONLY)
+        # Only the header is read (np.load would map the file: a cold question opens a few
+        # hundred of these at a million passages).
+        lead = os.pread(self.fd, 12, 0)
+        major = lead[6] if len(lead) == 12 else 0
+        size = 10 + int.from_bytes(lead[8:10], "little") if major == 1 else 12 + int.from_bytes(lead[8:12], "little")
+        head = io.BytesIO(os.pread(self.fd, size, 0))
+        version = npformat.read_magic(head)
+        read = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+        shape, _, self.dtype = read(head)
+        self.length, self.start = int(shape[0]), head.tell()
 
     def __del__(self) -> None:
         fd = getattr(self, "fd", None)
@@ -360,20 +368,29 @@ class Bm25:
         taken = self._terms(weighted_terms, admitted)
         partial = np.zeros(self.rows, np.float32)  # what the terms taken so far add: for the stopping rule
         left = sum(t.bound for t in taken)
+        kth = 0.0  # the k-th best partial score, a floor under the k-th best score
         for t in sorted(taken, key=lambda t: t.df):
             if left < float(partial.max()):
                 found = partial[partial > 0]
-                if len(found) >= k and left < float(np.partition(found, len(found) - k)[len(found) - k]):
+                kth = float(np.partition(found, len(found) - k)[len(found) - k]) if len(found) >= k else 0.0
+                if left < kth:
                     break
             t.add_to(self, partial)
             left -= t.bound
-        candidates = np.flatnonzero(partial)
+        else:
+            left = 0.0
+            found = partial[partial > 0]
+            kth = float(np.partition(found, len(found) - k)[len(found) - k]) if len(found) >= k else 0.0
+        # Only a row whose partial score and all the terms not taken could reach the k-th
+        # best can be among the k best (with a margin for the summing order's rounding).
+        floor = max((kth - left) * (1 - 1e-5), float(np.finfo(np.float32).tiny))
+        candidates = np.flatnonzero(partial >= floor)
         asked = np.union1d(candidates, np.asarray(wanted, dtype=np.int64))
         exact = np.zeros(len(asked), np.float32)
         for t in taken:  # the query's order
             hit, data = t.at(self, asked)
             exact[hit] += data
-        best = np.flatnonzero((partial[asked] > 0) & (exact > 0))
+        best = np.flatnonzero((partial[asked] >= floor) & (exact > 0))
         best = best[np.lexsort((asked[best], -exact[best]))][:k]
         at = np.searchsorted(asked, wanted)
         return Scored(asked[best], exact[best], exact[at] if len(asked) else np.zeros(len(wanted), np.float32))

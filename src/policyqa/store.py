@@ -72,6 +72,9 @@ DEAD_SHARE = 0.20
 MERGE_ENV = "POLICYQA_MERGE"  # "MAX_DELTAS,DELTA_SHARE,DEAD_SHARE": tests keep deltas in small corpora
 FULL_DISK_FREE = 1 << 20  # bytes: less free space than this after a failed write means a full disk
 RECOVER_PART = 10_000  # vectors read back at a time when a damaged database is started over
+WRITER_CACHE_KIB = 256 << 10  # a writer's SQLite page cache (at most this much, as it is used)
+VACUUM_SHARE = 0.5  # a commit that leaves more of the database file free than this compacts it
+VACUUM_BYTES = 64 << 20  # ... when that is more than this many bytes
 BATCH = 500  # values per `IN (...)`: SQLite before 3.32 allows 999 parameters a statement
 
 SCHEMA = """
@@ -208,6 +211,9 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA synchronous = FULL")
+        # A commit of a large corpus inserts into the chunks' indexes at random keys (hashes):
+        # with SQLite's 2 MB default the pages it touches are read back again and again.
+        conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
@@ -768,7 +774,22 @@ class Store:
                 files.remove(self.dir / name)
         pause_point("committed")
         self._prune()
+        self._compact()
         return generation
+
+    def _compact(self) -> None:
+        """Give back the pages a commit freed when they are most of the file: after a build
+        the vectors it cached are in the segment, and their pages would stay in the
+        database file as free space. Readers go on reading while it runs; a full disk
+        leaves the file as it was."""
+        page_size, pages, free = (self.conn.execute(f"PRAGMA {p}").fetchone()[0]
+                                  for p in ("page_size", "page_count", "freelist_count"))
+        if free > VACUUM_SHARE * pages and free * page_size > VACUUM_BYTES:
+            try:
+                self.conn.execute("VACUUM")
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc, self.dir):
+                    raise
 
     def _base_vectors(self, segments: list[SegmentRef] | None) -> Path | None:
         """The largest segment's vector file, whose IVF lists a new large segment may reuse."""
@@ -862,11 +883,15 @@ class Store:
             # What is committed now has its one copy in a segment; what a rebuild leaves out
             # was embedded for nothing. The cache keeps only vectors embedded for documents
             # an interrupted run had not committed yet.
-            if plan.replace_all:
+            committed = "EXISTS (SELECT 1 FROM chunks c WHERE c.embed_hash = embeddings.hash)"
+            pending = self.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            if plan.replace_all or pending == self.conn.execute(
+                    f"SELECT COUNT(*) FROM embeddings WHERE {committed}").fetchone()[0]:
+                # without a WHERE SQLite frees the table's pages whole (a build's million rows
+                # deleted one by one rewrite every page of them)
                 self.conn.execute("DELETE FROM embeddings")
             else:
-                self.conn.execute("DELETE FROM embeddings WHERE EXISTS "
-                                  "(SELECT 1 FROM chunks c WHERE c.embed_hash = embeddings.hash)")
+                self.conn.execute(f"DELETE FROM embeddings WHERE {committed}")
             pause_point("committing")
 
     def _vectors_for(self, chunks: list[NextChunk], dim: int, fresh_from: int | None) -> np.ndarray:
