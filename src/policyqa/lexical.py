@@ -30,7 +30,7 @@ import math
 import os
 import unicodedata
 from array import array
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,7 @@ PART_CHUNKS = 100_000
 # Up to this many rows a question scores every row a term occurs in (a few milliseconds)
 # and ranks ties as it always has; past it Bm25.top skips what cannot reach the k best.
 SCAN_UP_TO = 100_000
+POSTINGS_CACHE_BYTES = 32 << 20
 _PART = "part-{:03d}"
 
 
@@ -300,6 +301,8 @@ class Bm25:
     live_rows: int
     mean_length: float
     _norms: dict[int, np.ndarray] = field(default_factory=dict)
+    _postings: OrderedDict[str, list[tuple[int, np.ndarray, np.ndarray]]] = field(default_factory=OrderedDict)
+    _postings_bytes: int = 0
 
     @classmethod
     def of(cls, parts: list[_Postings]) -> Bm25:
@@ -320,7 +323,19 @@ class Bm25:
         return self._norms[i]
 
     def _found(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        return [(i, *p.postings(term)) for i, p in enumerate(self.parts)]
+        """Each part's (rows, tf) of `term`. A question reads a term's postings several
+        times (its ranking, then the coverage of each passage it may answer with), and in
+        a large index a term's reads are one per part: the latest terms' stay in memory,
+        up to POSTINGS_CACHE_BYTES."""
+        cached = self._postings.pop(term, None)
+        if cached is None:
+            cached = [(i, *p.postings(term)) for i, p in enumerate(self.parts)]
+            self._postings_bytes += sum(r.nbytes + t.nbytes for _, r, t in cached)
+            while self._postings and self._postings_bytes > POSTINGS_CACHE_BYTES:
+                _, dropped = self._postings.popitem(last=False)
+                self._postings_bytes -= sum(r.nbytes + t.nbytes for _, r, t in dropped)
+        self._postings[term] = cached  # the most recent last
+        return cached
 
     def scores(self, weighted_terms: Mapping[str, float]) -> np.ndarray:
         """BM25 score of every row (0 for a deleted one) for a query whose terms carry
