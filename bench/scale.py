@@ -204,7 +204,7 @@ for q in questions:
     t = time.perf_counter()
     result = searcher.search(q, 5)
     times.append((time.perf_counter() - t) * 1000)
-    searched.append(times[-1] - result.timings["embed_ms"])
+    searched.append(times[-1] - result.timings_ms["embed_ms"])
 encoder = query_encoder(store.model_info())
 qv = np.stack([encoder.query(q) for q in recall_questions]).astype(np.float32)
 ids = np.array([i for (i,) in store.conn.execute("SELECT id FROM chunks ORDER BY id")], dtype=np.int64)

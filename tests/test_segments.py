@@ -233,3 +233,24 @@ def test_cli_optimize_leaves_one_segment(setup, index):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["chunks_embedded"] == 0
     assert segments() == 1
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_commit_leaves_no_cached_vectors_and_compacts_a_mostly_free_database(setup, index, monkeypatch, compact):
+    import sqlite3
+
+    from policyqa import indexer, store
+
+    import crashkit
+
+    if compact:  # as after a large build: the cached vectors' pages are most of the file
+        monkeypatch.setattr(store, "VACUUM_SHARE", 0.0)
+        monkeypatch.setattr(store, "VACUUM_BYTES", 0)
+    report = indexer.update(setup.new, index, engine=crashkit.ENGINE)
+    assert report.chunks_embedded > 0
+    with sqlite3.connect(index / "policyqa.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 0
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    db.close()
+    assert (free == 0) if compact else (free > 0)  # a small update's few free pages are reused later
+    assert crashkit.consistent_chunks(index)[1] == setup.new_chunks
