@@ -382,20 +382,22 @@ class Bm25:
             return Scored(top, every[top], every[wanted])
         taken = self._terms(weighted_terms, admitted)
         partial = np.zeros(self.rows, np.float32)  # what the terms taken so far add: for the stopping rule
+
+        def kth_best() -> float:
+            """The k-th best partial score: a floor under the k-th best score."""
+            found = partial[partial > 0]
+            return float(np.partition(found, len(found) - k)[len(found) - k]) if len(found) >= k else 0.0
+
         left = sum(t.bound for t in taken)
-        kth = 0.0  # the k-th best partial score, a floor under the k-th best score
         for t in sorted(taken, key=lambda t: t.df):
             if left < float(partial.max()):
-                found = partial[partial > 0]
-                kth = float(np.partition(found, len(found) - k)[len(found) - k]) if len(found) >= k else 0.0
+                kth = kth_best()
                 if left < kth:
                     break
             t.add_to(self, partial)
             left -= t.bound
         else:
-            left = 0.0
-            found = partial[partial > 0]
-            kth = float(np.partition(found, len(found) - k)[len(found) - k]) if len(found) >= k else 0.0
+            left, kth = 0.0, kth_best()
         # Only a row whose partial score and all the terms not taken could reach the k-th
         # best can be among the k best (with a margin for the summing order's rounding).
         floor = max((kth - left) * (1 - 1e-5), float(np.finfo(np.float32).tiny))

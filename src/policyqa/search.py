@@ -275,25 +275,25 @@ class Searcher:
         keywords = lexical.keywords(plan.cut) if lexical is not None else None
         lex: dict[int, float] = {}
         dense_lex: dict[int, float] = {}  # the keyword scores of the dense candidates
-        if lexical is not None and keywords is not None and plan.terms:
-            row_of = lexical.row_of
+        row_of = lexical.row_of if lexical is not None else None
+        if lexical is not None and keywords is not None and row_of is not None and plan.terms:
             admitted = None
             if allowed is not None:
                 admitted = np.zeros(keywords.passages.rows, dtype=bool)
                 admitted[[row_of[int(c)] for c in allowed if int(c) in row_of]] = True
             wanted = {row_of[c]: c for c in dense if c in row_of}
-            scored = keywords.top(plan.terms, fetch, np.array(sorted(wanted), dtype=np.int64), admitted)
+            rows = sorted(wanted)
+            scored = keywords.top(plan.terms, fetch, np.array(rows, dtype=np.int64), admitted)
             lex = {int(lexical.ids[r]): float(sc) for r, sc in zip(scored.rows, scored.scores)}
-            dense_lex = {wanted[int(r)]: float(sc) for r, sc in zip(sorted(wanted), scored.wanted)}
+            dense_lex = {wanted[r]: float(sc) for r, sc in zip(rows, scored.wanted)}
         if not lex:
             return plan, [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
         if not dense:
             return plan, [(cid, {"lexical": s, "fused": s}) for cid, s in sorted(lex.items(), key=lambda kv: -kv[1])]
-        assert lexical is not None and keywords is not None and q is not None, \
+        assert lexical is not None and keywords is not None and row_of is not None and q is not None, \
             "lex is only filled from the keyword index, dense only from the query vector"
         union = list(dict.fromkeys(list(dense) + list(lex)))
         dense_u = self._dense_scores(q, union, dense)
-        row_of = lexical.row_of
         lex_u = np.array([lex[c] if c in lex else dense_lex.get(c, 0.0) for c in union])
         # Whole-document keyword evidence: a question often names the region or body in the
         # title and its subject in passages that never repeat them.

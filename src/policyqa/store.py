@@ -24,6 +24,7 @@ keyword index is the indexer's to say: the store is handed its texts. Nothing is
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
@@ -190,6 +191,15 @@ class KeywordTexts:
     documents: dict[str, str]
 
 
+NEXT_CHUNK_SQL = ('SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
+                  "FROM chunks c JOIN documents d ON d.path = c.doc")
+
+
+def _next_chunk(r: tuple) -> NextChunk:
+    """A NextChunk of a NEXT_CHUNK_SQL row."""
+    return NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9])
+
+
 def _meta(title: str, stored: str) -> Meta:
     fields = json.loads(stored or "{}")
     return Meta(title=fields.get("title") or title, issuer=fields.get("issuer"),
@@ -347,6 +357,7 @@ class Store:
     def __init__(self, index_dir: Path, conn: sqlite3.Connection):
         self.dir = index_dir
         self.conn = conn
+        self._committed_cache: tuple[int, dense.Segments, bool] | None = None
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
@@ -462,19 +473,20 @@ class Store:
         return dense.Segments([(self._open_segment(s.name), np.array(s.dead, dtype=np.int64)) for s in segments])
 
     def _open_segment(self, name: str) -> dense.Vectors:
-        """A segment's vectors with its ids and (IVF) positions, memory-mapped."""
+        """A segment's vectors with its ids and (IVF segments) positions, memory-mapped."""
         recorded = self.checksums() or {}
-        arrays = []
-        for file in (IDS_FILE, POSITIONS_FILE):
-            path = self.dir / name / file
+
+        def array(file: str) -> np.ndarray:
+            path, key = self.dir / name / file, f"{name}/{file}"
             try:
-                if f"{name}/{file}" in recorded and not files.matches(path, recorded[f"{name}/{file}"], full=False):
-                    raise DamagedIndex(f"{name}/{file} in {self.dir} is damaged; `policyqa index update` rewrites it")
-                arrays.append(np.load(path, mmap_mode="r") if file == IDS_FILE or f"{name}/{file}" in recorded
-                              else None)
+                if key in recorded and not files.matches(path, recorded[key], full=False):
+                    raise DamagedIndex(f"{key} in {self.dir} is damaged; `policyqa index update` rewrites it")
+                return np.load(path, mmap_mode="r")
             except (OSError, ValueError):
-                raise VectorsGone(f"{name}/{file} is missing; run `policyqa index update`") from None
-        return self._open_vectors(f"{name}/{VECTORS_FILE}", *arrays)
+                raise VectorsGone(f"{key} is missing; run `policyqa index update`") from None
+
+        positions = array(POSITIONS_FILE) if f"{name}/{POSITIONS_FILE}" in recorded else None
+        return self._open_vectors(f"{name}/{VECTORS_FILE}", array(IDS_FILE), positions)
 
     def _open_vectors(self, name: str, ids: np.ndarray | None = None,
                       positions: np.ndarray | None = None) -> dense.Vectors:
@@ -604,58 +616,52 @@ class Store:
         or held by a committed chunk of a segment that can be read."""
         hashes = list(hashes)
         found = {h for (h,) in _select_in(self.conn, "SELECT hash FROM embeddings WHERE hash IN ({marks})", hashes)}
-        return found | set(self._committed_sources([h for h in hashes if h not in found], self._readable_vectors()))
+        return found | set(self._committed_sources([h for h in hashes if h not in found]))
 
     def lost_vectors(self) -> list[NextChunk]:
         """The committed chunks whose vector can no longer be read (their segment's files
         are missing or damaged, and the cache does not hold it): the indexer embeds them
         again before the rewrite that replaces the damaged files."""
-        readable = self._readable()
-        unreadable = [ref.name for ref, vectors in readable if vectors is None]
-        if not unreadable:
+        committed, complete = self._committed()
+        if complete:
             return []
-        held = [np.asarray(v.ids) for _, v in readable if v is not None and v.ids is not None]
         ids = np.array([i for (i,) in self.conn.execute("SELECT id FROM chunks")], dtype=np.int64)
-        lost = ids[~np.isin(ids, np.concatenate(held))] if held else ids
-        chunks = self._chunks_by_id(lost)
+        chunks = self._chunks_by_id(ids[~committed.holds(ids)])
         cached = {h for (h,) in _select_in(self.conn, "SELECT hash FROM embeddings WHERE hash IN ({marks})",
                                            {n.embed_hash for n in chunks})}
         return [n for n in chunks if n.embed_hash not in cached]
 
-    def _readable(self) -> list[tuple[SegmentRef, dense.Vectors | None]]:
-        """Each segment of the current generation, opened, or None where its files are
-        missing or damaged (checked as a reader checks them). A generation written before
-        segments is its one vector file."""
-        segments = self.segments()
-        if segments is None:
-            refs, names = [SegmentRef(vectors_name(self.generation()), 0)], [None]
-        else:
-            refs, names = segments, [s.name for s in segments]  # type: ignore[misc]
-        out: list[tuple[SegmentRef, dense.Vectors | None]] = []
-        for ref, name in zip(refs, names):
-            try:
-                out.append((ref, self._open_segment(name) if name else self._open_vectors(ref.name)))
-            except (DamagedIndex, VectorsGone):
-                out.append((ref, None))
-        return out
+    def _committed(self) -> tuple[dense.Segments, bool]:
+        """The current generation's segments that can be read (checked as a reader checks
+        them; a generation written before segments is its one vector file), tombstoned
+        rows included; and whether that is all of them. Opened once per generation."""
+        from . import vectors as dense
 
-    def _readable_vectors(self) -> list[dense.Vectors]:
-        return [v for _, v in self._readable() if v is not None]
+        generation = self.generation()
+        if self._committed_cache is None or self._committed_cache[0] != generation:
+            segments = self.segments()
+            openers = ([functools.partial(self._open_segment, s.name) for s in segments] if segments is not None
+                       else [functools.partial(self._open_vectors, vectors_name(generation))])
+            opened = []
+            for open_one in openers:
+                try:
+                    opened.append(open_one())
+                except (DamagedIndex, VectorsGone):
+                    pass
+            none = np.zeros(0, np.int64)
+            self._committed_cache = (generation, dense.Segments([(v, none) for v in opened]),
+                                     len(opened) == len(openers))
+        return self._committed_cache[1], self._committed_cache[2]
 
-    def _committed_sources(self, hashes: Iterable[str], readable: list[dense.Vectors]) -> dict[str, int]:
-        """hash -> the id of a committed chunk with that embedding hash whose vector is in
-        one of the `readable` segments, for those of these hashes that have one."""
+    def _committed_sources(self, hashes: Iterable[str]) -> dict[str, int]:
+        """hash -> the id of a committed chunk with that embedding hash whose vector can be
+        read, for those of these hashes that have one."""
         hashes = list(hashes)
-        if not hashes:
-            return {}
         rows = list(_select_in(self.conn, "SELECT embed_hash, id FROM chunks WHERE embed_hash IN ({marks})", hashes))
         if not rows:
             return {}
-        ids = np.array([i for _, i in rows], dtype=np.int64)
-        ok = np.zeros(len(ids), dtype=bool)
-        for vectors in readable:
-            ok |= _holds(vectors, ids)
-        return {h: i for (h, i), good in zip(rows, ok.tolist()) if good}
+        held = self._committed()[0].holds(np.array([i for _, i in rows], dtype=np.int64))
+        return {h: i for (h, i), good in zip(rows, held.tolist()) if good}
 
     def cache_vectors(self, hashes: list[str], vectors: np.ndarray) -> None:
         """Stored at once, in their own transaction, so interrupted embedding work resumes."""
@@ -709,21 +715,14 @@ class Store:
         return Plan(self.generation() + 1, model, upserts, list(removed), replace_all, keep, new, leaving)
 
     def _chunks_by_id(self, ids: np.ndarray) -> list[NextChunk]:
-        rows = _select_in(
-            self.conn, 'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, '
-            "c.embed_hash FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.id IN ({marks})",
-            [int(i) for i in ids])
-        return sorted((NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows), key=lambda n: n.id)
+        rows = _select_in(self.conn, f"{NEXT_CHUNK_SQL} WHERE c.id IN ({{marks}})", [int(i) for i in ids])
+        return sorted(map(_next_chunk, rows), key=lambda n: n.id)
 
     def _kept_chunks(self, plan: Plan, first_id: int = 0) -> list[NextChunk]:
         """The current chunks the plan keeps, from id `first_id` on, in id order."""
         changed = {u.doc.path for u in plan.upserts} | set(plan.removed)
-        rows = self.conn.execute(
-            'SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
-            "FROM chunks c JOIN documents d ON d.path = c.doc WHERE c.id >= ? ORDER BY c.id", (first_id,)
-        )
-        return [NextChunk(r[0], r[2], Chunk(r[1], *r[3:9]), r[9]) for r in rows
-                if (r[1] in plan.keep if plan.replace_all else r[1] not in changed)]
+        rows = self.conn.execute(f"{NEXT_CHUNK_SQL} WHERE c.id >= ? ORDER BY c.id", (first_id,))
+        return [_next_chunk(r) for r in rows if (r[1] in plan.keep if plan.replace_all else r[1] not in changed)]
 
     def commit(self, plan: Plan, settings: dict, skipped: dict[str, str],
                keywords: Callable[[Sequence[NextChunk]], KeywordTexts], optimize: bool = False) -> int:
@@ -739,7 +738,7 @@ class Store:
         previous = None if plan.replace_all or optimize or self.needs_rewrite() else self.segments()
         kept: list[SegmentRef] = []
         for ref in previous or []:
-            ids = np.load(self.dir / ref.name / "ids.npy", mmap_mode="r")
+            ids = np.load(self.dir / ref.name / IDS_FILE, mmap_mode="r")
             gone = np.asarray(ids)[np.isin(ids, plan.leaving)]
             kept.append(SegmentRef(ref.name, ref.rows, tuple(sorted(set(ref.dead) | set(gone.tolist())))))
         new: list[NextChunk] = plan.new
@@ -749,7 +748,7 @@ class Store:
         elif merged:
             # Segments hold ascending id ranges, so the folded ones (the last) are the ids from their first on.
             folded, kept = kept[-merged:], kept[:-merged]
-            first = min((int(np.load(self.dir / f.name / "ids.npy", mmap_mode="r")[0]) for f in folded if f.rows),
+            first = min((int(np.load(self.dir / f.name / IDS_FILE, mmap_mode="r")[0]) for f in folded if f.rows),
                         default=None)
             new = (self._kept_chunks(plan, first) if first is not None else []) + plan.new
         segments = [s for s in kept if s.live]
@@ -897,17 +896,14 @@ class Store:
     def _vectors_for(self, chunks: list[NextChunk], dim: int, fresh_from: int | None) -> np.ndarray:
         """The vector of each chunk: a committed chunk's from its segment, a new one's (from
         id `fresh_from` on) by its hash (stored_vectors)."""
-        from . import vectors as dense
-
         out = np.empty((len(chunks), dim), dtype=np.float32)
-        readable = self._readable_vectors()
+        committed = self._committed()[0]
         ids = np.array([c.id for c in chunks], dtype=np.int64)
-        held = ids < (fresh_from if fresh_from is not None else np.iinfo(np.int64).max)
-        held &= np.logical_or.reduce([_holds(v, ids) for v in readable]) if readable else False
+        held = (ids < fresh_from if fresh_from is not None else np.ones(len(ids), dtype=bool)) & committed.holds(ids)
         if held.any():
-            out[held] = dense.Segments([(v, np.zeros(0, np.int64)) for v in readable]).vectors(ids[held])
+            out[held] = committed.vectors(ids[held])
         rest = np.flatnonzero(~held).tolist()
-        found = self.stored_vectors({chunks[i].embed_hash for i in rest}, readable)
+        found = self.stored_vectors({chunks[i].embed_hash for i in rest})
         missing = sum(chunks[i].embed_hash not in found for i in rest)
         if missing:
             raise StoreError(f"{missing} chunks have no stored vector; run `policyqa index update`")
@@ -915,21 +911,15 @@ class Store:
             out[i] = found[chunks[i].embed_hash]
         return out
 
-    def stored_vectors(self, hashes: Iterable[str],
-                       readable: list[dense.Vectors] | None = None) -> dict[str, np.ndarray]:
+    def stored_vectors(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """hash -> vector, for those of these embedding hashes that have one that can be
         read: in the cache, or in the segment of a committed chunk with that hash."""
-        from . import vectors as dense
-
         hashes = list(dict.fromkeys(hashes))
         out = {h: np.frombuffer(blob, dtype=np.float32) for h, blob in
                _select_in(self.conn, "SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", hashes)}
-        if readable is None:
-            readable = self._readable_vectors()
-        sources = self._committed_sources([h for h in hashes if h not in out], readable)
+        sources = self._committed_sources([h for h in hashes if h not in out])
         if sources:
-            committed = dense.Segments([(v, np.zeros(0, np.int64)) for v in readable])
-            out.update(zip(sources, committed.vectors(np.array(list(sources.values()), dtype=np.int64))))
+            out.update(zip(sources, self._committed()[0].vectors(np.array(list(sources.values()), dtype=np.int64))))
         return out
 
     def _prune(self) -> None:
@@ -946,18 +936,6 @@ class Store:
         if "segments" in meta:
             files.prune_generations(self.dir, VECTORS_PREFIX, generation)
             files.prune_generations(self.dir, lexical.OLD_PREFIX, generation)
-
-
-def _holds(vectors: dense.Vectors, ids: np.ndarray) -> np.ndarray:
-    """Which of these chunk ids a segment's vectors hold (a generation's one vector file,
-    written before segments kept ids, holds every chunk of it)."""
-    if vectors.ids is None:
-        return ids >= 0
-    held = vectors.ids
-    if not len(held):
-        return np.zeros(len(ids), dtype=bool)
-    at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
-    return np.asarray(held)[at] == ids
 
 
 @contextmanager

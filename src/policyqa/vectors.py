@@ -167,6 +167,17 @@ class Vectors:
             params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         return self.index.search(q, k, params=params)
 
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these ids the index holds (a generation's one vector file, written
+        before segments kept ids, holds every chunk of it)."""
+        if self.ids is None:
+            return np.asarray(ids) >= 0
+        held = self.ids
+        if not len(held):
+            return np.zeros(len(ids), dtype=bool)
+        at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+        return np.asarray(held)[at] == ids
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of these ids (all in the index), in their order: the index is
         the only copy of a committed vector."""
@@ -275,18 +286,20 @@ class Segments:
         out = np.empty((len(wanted), self.index.d), dtype=np.float32)
         todo = np.ones(len(wanted), dtype=bool)
         for vectors, _ in self.segments:
-            if vectors.ids is None:  # a generation's one vector file, written before segments: it holds all
-                here = todo.copy()
-            else:
-                held = vectors.ids
-                at = np.minimum(np.searchsorted(held, wanted), max(0, len(held) - 1))
-                here = todo & (held[at] == wanted) if len(held) else np.zeros_like(todo)
+            here = todo & vectors.holds(wanted)
             if here.any():
                 out[here] = vectors.vectors(wanted[here])
                 todo &= ~here
         if todo.any():
             raise KeyError(f"{int(todo.sum())} ids are in no segment")
         return out
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these ids some segment holds (live or tombstoned)."""
+        found = np.zeros(len(ids), dtype=bool)
+        for vectors, _ in self.segments:
+            found |= vectors.holds(ids)
+        return found
 
     def scores(self, q: np.ndarray, ids: list[int]) -> np.ndarray:
         """The exact similarity of q to each of these (live) ids."""
