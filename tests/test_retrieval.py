@@ -187,6 +187,20 @@ def test_english_numbers_and_dates_are_written_the_chinese_way():
     assert "月" not in chinese_numbers("may I ask")
 
 
+def test_an_english_word_is_translated_with_the_senses_of_all_its_forms():
+    from policyqa.translate import english_query
+
+    table = {"services": {"劳务": 1.0}, "service": {"服务": 1.0}, "incubate": {"孵化": 1.0},
+             "financial service": {"金融服务": 1.0}}
+    common = {"服务": 900, "劳务": 3, "孵化": 50, "金融服务": 40}
+    groups, missing = english_query("services for incubation", table, common.__getitem__)
+    assert missing == []
+    assert set(groups[0]) == {"服务", "劳务"} and groups[0]["服务"] > groups[0]["劳务"], "the common sense leads"
+    assert set(groups[1]) == {"孵化"}
+    groups, _ = english_query("financial services", table, common.__getitem__)
+    assert groups == [{"金融服务": groups[0]["金融服务"]}], "a phrase is found by its last word's base form too"
+
+
 def test_translation_table_comes_the_same_from_the_dictionary_cache(tmp_path, monkeypatch):
     from policyqa.translate import build_table
 

@@ -237,6 +237,8 @@ def _variants(word: str) -> list[str]:
         out.append(word[:-2])
     if word.endswith("s") and len(word) > 3:
         out.append(word[:-1])
+    if word.endswith("ation") and len(word) > 7:  # "incubation" -> "incubate", "preparation" -> "prepare"
+        out += [word[:-5] + "ate", word[:-5] + "e"]
     if word.endswith("ing") and len(word) > 5:
         out += [word[:-3], word[:-3] + "e"]
     if word.endswith("ed") and len(word) > 4:
@@ -279,11 +281,11 @@ def english_query(question: str, table: dict[str, dict[str, float]], df) -> tupl
             phrase = words[i:i + n]
             if all(w in EN_STOPWORDS for w in phrase):
                 continue
-            options = {}
-            for key in ([" ".join(phrase)] if n > 1 else _variants(phrase[0])):
-                options = table.get(key) or {}
-                if options:
-                    break
+            options: dict[str, float] = {}
+            # Every form's senses: "services" alone is 劳务 in the dictionary, "service" is 服务.
+            for key in (" ".join(phrase[:-1] + [v]) for v in _variants(phrase[-1])):
+                for t, s in (table.get(key) or {}).items():
+                    options[t] = max(options.get(t, 0.0), s)
             if options:
                 best = max(options.values())
                 kept = {t: s for t, s in options.items() if s >= KEEP_SHARE * best}
