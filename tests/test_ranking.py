@@ -179,3 +179,8 @@ def test_a_chinese_question_asking_how_much_is_not_answered_by_sentences_stating
     assert not compose("蓝莓种植户补贴多少钱", vague, coverage=lambda h: 1.0, asked=asked).found
     assert compose("蓝莓种植户补贴多少钱", stated, coverage=lambda h: 1.0, asked=asked).found
     assert compose("蓝莓种植户补贴由谁拨付", vague, coverage=lambda h: 1.0, asked=asked).found  # no amount asked
+    # "有多少补贴" asks for a sum: a sentence with other numbers in it does not state one.
+    counted = [_hit(1, "围绕蓝莓种植户实施10个重点项目，给予补贴。", 0.95)]
+    assert not compose("蓝莓种植户有多少补贴", counted, coverage=lambda h: 1.0, asked=asked).found
+    assert compose("蓝莓种植户有多少补贴", stated, coverage=lambda h: 1.0, asked=asked).found
+    assert compose("蓝莓种植户有多少个项目", counted, coverage=lambda h: 1.0, asked=asked).found  # a count

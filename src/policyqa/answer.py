@@ -100,8 +100,10 @@ _DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月\s*\d{1,2}\s*日|\d+\s*(?:个)?(?:
                    r"[一二三四五六七八九十两]+(?:个)?(?:工作日|天|月|年)")
 _COUNT = re.compile(r"\d+|[一二三四五六七八九十两百千]+(?:个|家|项|条|名|人|类|种|批|次|大)")
 _BODY = re.compile(r"部|局|委员会|委|厅|办公室|办|政府|中心|银行|机构|协会|公司|集团|医院|学校")
+# What a sum is paid as: "多少补贴" and "奖励多少" ask for an amount, not a count.
+_MONEY = r"(?:钱|元|万元|亿元|资金|补贴|补助|奖励|奖补|奖金|经费|费用|贷款|税款)"
 CUES = [
-    (re.compile(r"多少钱|多少元|金额|额度|多大|规模|比例|幅度|标准是|上限|最高|"
+    (re.compile(f"多少{_MONEY}|{_MONEY}(?:是|有|为)?多少|金额|额度|多大|规模|比例|幅度|标准是|上限|最高|"
                 r"how much|amount|how large|how big|\brate\b|percentage|ratio|limit|maximum|minimum|size", re.I),
      _AMOUNT),
     (re.compile(r"何时|什么时候|哪一?年|哪天|哪一天|日期|期限|截止|多久|多长时间|起止|"
@@ -339,8 +341,10 @@ def _candidates(hits: list[Hit], around: Callable[[Hit], Stretch] | None) -> lis
 
 
 def _cues(question: str) -> list[re.Pattern]:
-    """What the question asks for, as patterns that a sentence stating it matches."""
-    return [states for asks, states in CUES if asks.search(question)]
+    """What the question asks for, as patterns that a sentence stating it matches (an
+    amount asked for is not answered by any number: "有多少补贴" is not a count)."""
+    out = [states for asks, states in CUES if asks.search(question)]
+    return [p for p in out if p is not _COUNT] if _AMOUNT in out else out
 
 
 def _pick(question: str, keywords: str | dict[str, float], hits: list[Hit],
