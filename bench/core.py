@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,27 +36,35 @@ QUESTION = "what financing support exists for seed-stage firms"
 QUESTION_ZH = "科技企业债权融资风险补偿资金池规模多大"
 
 
-def wall(cmd: list[str], env: dict) -> float:
+def wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one run of `cmd`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def median_wall(cmd: list[str], env: dict, runs: int) -> float:
+def median_wall(cmd: list[str], env: dict, runs: int) -> str:
     wall(cmd, env)  # warm the page cache once, as a user's second question would
-    return statistics.median(wall(cmd, env) for _ in range(runs))
+    times = [wall(cmd, env) for _ in range(runs)]
+    return f"{statistics.median(w for w, _ in times):.3f} s ({statistics.median(c for _, c in times):.3f} s CPU)"
 
 
 def cold_ask(index: Path, runs: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     py = sys.executable
+    # Bytecode compiled, as an install leaves the package: an environment that forbids
+    # writing it (PYTHONDONTWRITEBYTECODE) would otherwise compile every module each run.
+    subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "src" / "policyqa")], check=True)
     base = median_wall([py, "-c", "pass"], env, runs)
     numpy = median_wall([py, "-c", "import numpy"], env, runs)
     for label, question in (("English", QUESTION), ("Chinese", QUESTION_ZH)):
         ask = median_wall([py, "-m", "policyqa", "ask", question, "--index", str(index)], env, runs)
         ask_json = median_wall([py, "-m", "policyqa", "ask", question, "--json", "--index", str(index)], env, runs)
-        print(f"cold ask, {label} question (median of {runs}):  {ask:.3f} s   (--json {ask_json:.3f} s)")
-    print(f"  for scale: python -c pass {base:.3f} s, import numpy {numpy:.3f} s")
+        print(f"cold ask, {label} question (median of {runs}):  {ask}   (--json {ask_json})")
+    print(f"  for scale: python -c pass {base}, import numpy {numpy}")
 
 
 def warm_latency(index: Path) -> None:
