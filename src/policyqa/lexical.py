@@ -402,7 +402,7 @@ class Bm25:
         # best can be among the k best (with a margin for the summing order's rounding).
         floor = max((kth - left) * (1 - 1e-5), float(np.finfo(np.float32).tiny))
         candidates = np.flatnonzero(partial >= floor)
-        asked = np.union1d(candidates, np.asarray(wanted, dtype=np.int64))
+        asked = _union(candidates, np.asarray(wanted, dtype=np.int64))
         exact = np.zeros(len(asked), np.float32)
         for t in taken:  # the query's order
             hit, data = t.at(self, asked)
@@ -430,6 +430,14 @@ class Bm25:
     def column(self, term: str) -> int | None:
         """Not None when some part's vocabulary has `term` (deleted rows may be all that use it)."""
         return 0 if any(p.column(term) is not None for p in self.parts) else None
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of both arrays: np.union1d's result without its cost to
+    a cold question (np.unique imports numpy.ma on first use, ~15-40 ms)."""
+    out = np.concatenate([a, b])
+    out.sort()
+    return out[np.concatenate(([True], out[1:] != out[:-1]))] if len(out) else out
 
 
 @dataclass
