@@ -57,6 +57,7 @@ PART_CHUNKS = 100_000
 # and ranks ties as it always has; past it Bm25.top skips what cannot reach the k best.
 SCAN_UP_TO = 100_000
 POSTINGS_CACHE_BYTES = 32 << 20
+KNOWN_TERMS = 100_000  # vocabulary lookups remembered (a question asks a few hundred)
 _PART = "part-{:03d}"
 
 
@@ -303,6 +304,7 @@ class Bm25:
     _norms: dict[int, np.ndarray] = field(default_factory=dict)
     _postings: OrderedDict[str, list[tuple[int, np.ndarray, np.ndarray]]] = field(default_factory=OrderedDict)
     _postings_bytes: int = 0
+    _known: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, parts: list[_Postings]) -> Bm25:
@@ -427,9 +429,16 @@ class Bm25:
         found = [rows.astype(np.int64) + self.parts[i].offset for i, rows, _ in self._found(term) if len(rows)]
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
-    def column(self, term: str) -> int | None:
-        """Not None when some part's vocabulary has `term` (deleted rows may be all that use it)."""
-        return 0 if any(p.column(term) is not None for p in self.parts) else None
+    def knows(self, term: str) -> bool:
+        """Whether some part's vocabulary has `term` (deleted rows may be all that use it).
+        Remembered: a question asks it of every substring, twice (its coverage and its
+        asked words), and in a large index each ask is a lookup in every part."""
+        known = self._known.get(term)
+        if known is None:
+            if len(self._known) >= KNOWN_TERMS:
+                self._known.clear()
+            known = self._known[term] = any(p.column(term) is not None for p in self.parts)
+        return known
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -476,7 +485,7 @@ class Keywords:
         for i in range(len(text)):
             for j in range(i + 1, min(len(text), i + LONGEST_WORD) + 1):
                 term = text[i:j]
-                if term not in STOPWORDS and self.passages.column(term) is not None:
+                if term not in STOPWORDS and self.passages.knows(term):
                     found.append(term)
                     if j - i > 1:
                         covered[i:j] = [True] * (j - i)
