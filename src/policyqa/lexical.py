@@ -259,6 +259,7 @@ class _Term:
     weight: float
     idf: np.float32
     found: list[tuple[int, np.ndarray, np.ndarray]]  # (part, part-local rows, tf)
+    _joined: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def df(self) -> int:
@@ -269,27 +270,28 @@ class _Term:
         """More than the term adds to any row's score (with a margin for float32 rounding)."""
         return float(self.weight * self.idf) * 1.0001
 
+    def postings(self, bm25: Bm25) -> tuple[np.ndarray, np.ndarray]:
+        """(rows among all parts', ascending; tf): one array for every part, so that a large
+        index's parts cost one numpy call each step rather than one per part."""
+        if self._joined is None:
+            rows = [r.astype(np.int64) + bm25.parts[i].offset for i, r, _ in self.found]
+            self._joined = (np.concatenate(rows), np.concatenate([tf for _, _, tf in self.found]))
+        return self._joined
+
     def add_to(self, bm25: Bm25, out: np.ndarray) -> None:
         """Adds what the term adds to each row's score into `out` (by row)."""
-        for i, rows, tf in self.found:
-            part = bm25.parts[i]
-            # A term's rows in a part are distinct, so a fancy-indexed add adds each once
-            # (what np.add.at would, at a fraction of its cost).
-            out[part.offset:part.offset + part.rows][rows] += bm25._contribution(i, rows, tf, self.idf, self.weight)
+        rows, tf = self.postings(bm25)
+        # A term's rows are distinct, so a fancy-indexed add adds each once (what
+        # np.add.at would, at a fraction of its cost).
+        out[rows] += bm25._contribution(rows, tf, self.idf, self.weight)
 
     def at(self, bm25: Bm25, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which of the `asked` rows, ascending, contain the term; what it adds to each)."""
-        hit = np.zeros(len(asked), dtype=bool)
-        data = []
-        for i, rows, tf in self.found:
-            offset = bm25.parts[i].offset
-            lo, hi = np.searchsorted(asked, [offset, offset + bm25.parts[i].rows])
-            local = asked[lo:hi] - offset
-            pos = np.minimum(np.searchsorted(rows, local), len(rows) - 1)
-            here = rows[pos] == local
-            hit[lo:hi] = here
-            data.append(bm25._contribution(i, rows[pos[here]], tf[pos[here]], self.idf, self.weight))
-        return hit, np.concatenate(data) if data else np.zeros(0, np.float32)
+        rows, tf = self.postings(bm25)
+        pos = np.minimum(np.searchsorted(rows, asked), len(rows) - 1)
+        hit = rows[pos] == asked
+        pos = pos[hit]
+        return hit, bm25._contribution(rows[pos], tf[pos], self.idf, self.weight)
 
 
 @dataclass
@@ -301,7 +303,7 @@ class Bm25:
     rows: int  # all rows, live or not
     live_rows: int
     mean_length: float
-    _norms: dict[int, np.ndarray] = field(default_factory=dict)
+    _norms: np.ndarray | None = None
     _postings: OrderedDict[str, list[tuple[int, np.ndarray, np.ndarray]]] = field(default_factory=OrderedDict)
     _postings_bytes: int = 0
     _known: dict[str, bool] = field(default_factory=dict)
@@ -316,13 +318,14 @@ class Bm25:
         # bm25s: np.mean of the lengths, a float64 sum of integers (exact) over the count.
         return cls(parts, rows, live_rows, float(np.float64(total) / live_rows) if live_rows else 0.0)
 
-    def _norm(self, i: int) -> np.ndarray:
-        """k1 * (1 - b + b * length / mean length) of every row of part i, as bm25s computes it."""
-        if i not in self._norms:
+    def _norm(self) -> np.ndarray:
+        """k1 * (1 - b + b * length / mean length) of every row, as bm25s computes it."""
+        if self._norms is None:
             k1, b = float(SETTINGS["k1"]), float(SETTINGS["b"])  # type: ignore[arg-type]
-            lengths = np.asarray(self.parts[i].lengths)
-            self._norms[i] = k1 * ((1 - b) + b * lengths / np.float64(self.mean_length))
-        return self._norms[i]
+            lengths = np.concatenate([np.asarray(p.lengths) for p in self.parts]) if self.parts \
+                else np.zeros(0, np.int32)
+            self._norms = k1 * ((1 - b) + b * lengths / np.float64(self.mean_length))
+        return self._norms
 
     def _found(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Each part's (rows, tf) of `term`. A question reads a term's postings several
@@ -414,9 +417,9 @@ class Bm25:
         at = np.searchsorted(asked, wanted)
         return Scored(asked[best], exact[best], exact[at] if len(asked) else np.zeros(len(wanted), np.float32))
 
-    def _contribution(self, i: int, rows: np.ndarray, tf: np.ndarray, idf: np.float32, weight: float) -> np.ndarray:
+    def _contribution(self, rows: np.ndarray, tf: np.ndarray, idf: np.float32, weight: float) -> np.ndarray:
         # bm25s's float32(idf * tf / (norm + tf)) in float64, in place
-        tfc = self._norm(i).take(rows)
+        tfc = self._norm().take(rows)
         tfc += tf
         np.divide(tf, tfc, out=tfc)
         tfc *= idf
