@@ -274,8 +274,7 @@ class _Term:
         """(rows among all parts', ascending; tf): one array for every part, so that a large
         index's parts cost one numpy call each step rather than one per part."""
         if self._joined is None:
-            rows = [r.astype(np.int64) + bm25.parts[i].offset for i, r, _ in self.found]
-            self._joined = (np.concatenate(rows), np.concatenate([tf for _, _, tf in self.found]))
+            self._joined = (bm25.joined_rows(self.found), np.concatenate([tf for _, _, tf in self.found]))
         return self._joined
 
     def add_to(self, bm25: Bm25, out: np.ndarray) -> None:
@@ -429,8 +428,12 @@ class Bm25:
 
     def rows_with(self, term: str) -> np.ndarray:
         """The live rows that contain `term`, ascending."""
-        found = [rows.astype(np.int64) + self.parts[i].offset for i, rows, _ in self._found(term) if len(rows)]
-        return np.concatenate(found) if found else np.zeros(0, np.int64)
+        return self.joined_rows(self._found(term))
+
+    def joined_rows(self, found: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Part-local (part, rows, tf) postings as rows among all parts', ascending."""
+        rows = [r.astype(np.int64) + self.parts[i].offset for i, r, _ in found if len(r)]
+        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
     def knows(self, term: str) -> bool:
         """Whether some part's vocabulary has `term` (deleted rows may be all that use it).
