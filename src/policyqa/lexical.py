@@ -375,8 +375,9 @@ class Bm25:
         MaxScore takes them, Turtle & Flood 1995): once the k-th best score so far exceeds
         what all the terms not taken yet could add to a row (weight x idf each, as a
         term's tf / (tf + norm) is below 1), no other row can enter the k best, and those
-        terms are scored only on the rows already found. A row's score is summed in the
-        query's term order, as scores() sums it, so that it is the same float."""
+        terms are scored only on the rows already found, each one dropping the rows that can
+        no longer reach the k-th best. A row's score is summed in the query's term order, as
+        scores() sums it, so that it is the same float."""
         if self.rows <= SCAN_UP_TO:
             every = self.scores(weighted_terms)
             if admitted is not None:
@@ -386,32 +387,46 @@ class Bm25:
             return Scored(top, every[top], every[wanted])
         taken = self._terms(weighted_terms, admitted)
         partial = np.zeros(self.rows, np.float32)  # what the terms taken so far add: for the stopping rule
+        most = 0.0  # partial.max(), kept up to date from the rows each term adds to
 
-        def kth_best() -> float:
-            """The k-th best partial score: a floor under the k-th best score."""
-            found = partial[partial > 0]
+        def kth_best(scores: np.ndarray) -> float:
+            """The k-th best of these lower bounds: a floor under the k-th best score."""
+            found = scores[scores > 0]
             return float(np.partition(found, len(found) - k)[len(found) - k]) if len(found) >= k else 0.0
 
         left = sum(t.bound for t in taken)
-        for t in sorted(taken, key=lambda t: t.df):
-            if left < float(partial.max()):
-                kth = kth_best()
+        rest = sorted(taken, key=lambda t: t.df)
+        while rest:
+            if left < most:
+                kth = kth_best(partial)
                 if left < kth:
                     break
+            t = rest.pop(0)
             t.add_to(self, partial)
+            most = max(most, float(partial[t.postings(self)[0]].max()))
             left -= t.bound
         else:
-            left, kth = 0.0, kth_best()
+            left, kth = 0.0, kth_best(partial)
         # Only a row whose partial score and all the terms not taken could reach the k-th
         # best can be among the k best (with a margin for the summing order's rounding).
         floor = max((kth - left) * (1 - 1e-5), float(np.finfo(np.float32).tiny))
         candidates = np.flatnonzero(partial >= floor)
+        lower = partial[candidates]
+        # The terms not taken, on the candidates only, rarest first: each one known narrows
+        # what a candidate can still reach and may raise the floor under the k-th best.
+        for t in rest:
+            hit, data = t.at(self, candidates)
+            lower[hit] += data
+            left -= t.bound
+            keep = lower + left >= kth_best(lower) * (1 - 1e-5)
+            candidates, lower = candidates[keep], lower[keep]
         asked = _union(candidates, np.asarray(wanted, dtype=np.int64))
         exact = np.zeros(len(asked), np.float32)
         for t in taken:  # the query's order
             hit, data = t.at(self, asked)
             exact[hit] += data
-        best = np.flatnonzero((partial[asked] >= floor) & (exact > 0))
+        # Every row among the k best is a candidate, so the k best of what was asked are they.
+        best = np.flatnonzero(exact > 0)
         best = best[np.lexsort((asked[best], -exact[best]))][:k]
         at = np.searchsorted(asked, wanted)
         return Scored(asked[best], exact[best], exact[at] if len(asked) else np.zeros(len(wanted), np.float32))
