@@ -56,12 +56,17 @@ def _load(directory: Path, dead=()) -> lexical.LexicalIndex:
 @NEEDS_LAWS
 @pytest.mark.parametrize("part_chunks", [100_000, 97])
 def test_scores_equal_bm25s_bit_for_bit_on_real_text(tmp_path, monkeypatch, part_chunks):
-    monkeypatch.setattr(lexical, "PART_CHUNKS", part_chunks)  # one part, or several
+    monkeypatch.setattr(lexical, "PART_CHUNKS", part_chunks)  # one part, or several merged into one
+    monkeypatch.setattr(lexical, "MERGE_PAIRS", 100)  # the merge's steps: a few terms, or one common term
+    merged: list[int] = []
+    merge = lexical._merge_parts
+    monkeypatch.setattr(lexical, "_merge_parts", lambda d, parts: merged.append(parts) or merge(d, parts))
     texts, docs, documents = _passages(400)
     ids = np.arange(1, len(texts) + 1)
     lexical.write(tmp_path / "k", ids, texts, docs, documents)
     index = _load(tmp_path / "k")
-    assert part_chunks > len(texts) or len(index.bigrams.passages.parts) > 1
+    assert merged == [] if part_chunks > len(texts) else merged[0] > 1
+    assert len(index.bigrams.passages.parts) == 1
     queries = [bigrams(texts[7][:30]), bigrams("第一条 为了规范管理，根据有关法律"), words("人民政府应当加强监督管理")]
     for cut, tokens in ((lexical.BIGRAMS, [bigrams(t) for t in texts]), (lexical.WORDS, [words(t) for t in texts])):
         for query in queries:

@@ -2,7 +2,8 @@
 
 Owns: writing the keyword index of an index segment (segments.py's unit: the passages
 one commit added) into `keywords/` of its directory, streaming, in parts of at most
-PART_CHUNKS passages so that memory is bounded by a part, not by the corpus; and scoring
+PART_CHUNKS passages so that memory is bounded by a part, not by the corpus, then merged
+into one part, streaming too, so that a question reads each term once; and scoring
 a weighted query over every part of every live segment as one BM25 index. Text is cut
 into terms by terms.py, two ways: words for an English question's translation (weighted
 alternative Chinese words, which bigrams would blur) and character bigrams for Chinese
@@ -28,6 +29,7 @@ import io
 import json
 import math
 import os
+import shutil
 import unicodedata
 from array import array
 from collections import Counter, OrderedDict
@@ -50,13 +52,13 @@ KEYWORDS = "keywords"  # the keyword index's folder in a segment's directory
 OLD_PREFIX = "lexical"  # a generation's keyword folder before segments (removed after the next commit)
 # Passages a part holds. The writer's memory is one part's postings (about 12 bytes per
 # (passage, term) pair, ~150 bigrams a passage: ~200 MB at 100k, measured by
-# bench/scale.py) plus its vocabulary; a reader opens a few arrays per part, so parts
-# much smaller than this would cost a cold question file opens for nothing.
+# bench/scale.py) plus its vocabulary; the merge reads every part's postings once more.
 PART_CHUNKS = 100_000
 # Up to this many rows a question scores every row a term occurs in (a few milliseconds)
 # and ranks ties as it always has; past it Bm25.top skips what cannot reach the k best.
 SCAN_UP_TO = 100_000
 POSTINGS_CACHE_BYTES = 32 << 20
+MERGE_PAIRS = 1 << 22  # postings merged at a time (~100 MB of the merge's memory)
 KNOWN_TERMS = 100_000  # vocabulary lookups remembered (a question asks a few hundred)
 _PART = "part-{:03d}"
 
@@ -115,6 +117,64 @@ def _write_bm25(directory: Path, texts: Iterable[str], cut: Callable[[str], list
     return set(vocab)
 
 
+def _merge_bm25(sources: Sequence[Path], offsets: Sequence[int], directory: Path) -> None:
+    """One BM25 directory, as _write_bm25 writes it, of several (rows numbered source after
+    source from `offsets`), streaming: the postings of a few terms at a time, up to
+    MERGE_PAIRS (row, tf) pairs."""
+    directory.mkdir(parents=True)
+    terms_of = [np.load(s / "terms.npy") for s in sources]
+    indptr_of = [np.load(s / "indptr.npy") for s in sources]
+    rows_of = [_Array(s / "indices.npy") for s in sources]
+    tf_of = [_Array(s / "tf.npy") for s in sources]
+    terms = np.unique(np.concatenate(terms_of))
+    cols = [np.searchsorted(terms, t) for t in terms_of]  # each source's terms among all
+    indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+    for col, ptr in zip(cols, indptr_of):
+        indptr[1:][col] += np.diff(ptr)
+    np.cumsum(indptr, out=indptr)
+    with open(directory / "indices.npy", "wb") as rows_out, open(directory / "tf.npy", "wb") as tf_out:
+        for out, dtype in ((rows_out, np.int32), (tf_out, np.float32)):
+            header = npformat.header_data_from_array_1_0(np.zeros(0, dtype))
+            npformat.write_array_header_1_0(out, dict(header, shape=(int(indptr[-1]),)))
+        start = 0
+        while start < len(terms):
+            end = int(np.searchsorted(indptr, indptr[start] + MERGE_PAIRS, side="right")) - 1
+            end = max(start + 1, min(end, len(terms)))
+            rows, tf, at = [], [], []
+            for col, ptr, r, t, offset in zip(cols, indptr_of, rows_of, tf_of, offsets):
+                t0, t1 = (int(x) for x in np.searchsorted(col, [start, end]))
+                rows.append(r.read(int(ptr[t0]), int(ptr[t1])) + np.int32(offset))
+                tf.append(t.read(int(ptr[t0]), int(ptr[t1])))
+                at.append(np.repeat(col[t0:t1], np.diff(ptr[t0:t1 + 1])))
+            order = np.argsort(np.concatenate(at), kind="stable")  # rows stay ascending within a term
+            rows_out.write(np.concatenate(rows)[order].astype(np.int32).tobytes())
+            tf_out.write(np.concatenate(tf)[order].astype(np.float32).tobytes())
+            start = end
+    np.save(directory / "terms.npy", terms)
+    np.save(directory / "terms_index.npy", terms[::TERMS_BLOCK])
+    np.save(directory / "indptr.npy", indptr)
+    np.save(directory / "lengths.npy", np.concatenate([np.load(s / "lengths.npy") for s in sources]))
+
+
+def _merge_parts(directory: Path, parts: int) -> None:
+    """A keyword index's parts as one part-000: each part bounds the writer's memory, but a
+    question would look each of its terms up in every part."""
+    sources = [directory / _PART.format(k) for k in range(parts)]
+    merged = directory / "merged"
+    merged.mkdir()
+    ids = [np.load(s / "ids.npy") for s in sources]
+    docs = [np.load(s / "chunk_documents.npy") for s in sources]
+    row_offsets = np.cumsum([0] + [len(i) for i in ids])[:-1].tolist()
+    doc_offsets = np.cumsum([0] + [int(d.max()) + 1 if len(d) else 0 for d in docs])[:-1].tolist()
+    for name in (WORDS, BIGRAMS):
+        _merge_bm25([s / name / "passages" for s in sources], row_offsets, merged / name / "passages")
+        _merge_bm25([s / name / "documents" for s in sources], doc_offsets, merged / name / "documents")
+    np.save(merged / "ids.npy", np.concatenate(ids))
+    np.save(merged / "chunk_documents.npy", np.concatenate([d + o for d, o in zip(docs, doc_offsets)]))
+    for source in sources:
+        shutil.rmtree(source)
+    merged.rename(directory / _PART.format(0))
+
 def write(directory: Path, ids: np.ndarray, texts: Sequence[str], docs: Sequence[str],
           documents: Mapping[str, str]) -> None:
     """Write a segment's keyword index into `directory` (which must not exist; the caller
@@ -142,6 +202,9 @@ def write(directory: Path, ids: np.ndarray, texts: Sequence[str], docs: Sequence
         np.save(d / "ids.npy", ids[start:end])
         np.save(d / "chunk_documents.npy", np.array([row_of_doc[x] for x in docs[start:end]], dtype=np.int64))
         start, part = end, part + 1
+    if part > 1:
+        _merge_parts(directory, part)
+        part = 1
     (directory / TABLE_NAME).write_text(json.dumps(build_table(vocab), ensure_ascii=False), encoding="utf-8")
     (directory / "settings.json").write_text(json.dumps(dict(SETTINGS, parts=part), sort_keys=True),
                                              encoding="utf-8")
