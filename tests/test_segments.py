@@ -158,7 +158,7 @@ def test_top_rows_are_the_best_of_every_score_exactly(tmp_path, monkeypatch, par
     assert pruned
 
 
-def _found(index: Path, question: str) -> list[tuple[str, int, float, float]]:
+def _found(index: Path, question: str) -> list[tuple[str, int, float, float, float, float]]:
     from policyqa.search import Searcher
     from policyqa.store import Store
 
@@ -167,7 +167,7 @@ def _found(index: Path, question: str) -> list[tuple[str, int, float, float]]:
         hits = Searcher(store).search(question, 5).hits
     finally:
         store.close()
-    return [(h.doc, h.start, h.scores.get("lexical", 0.0), h.scores.get("dense", 0.0)) for h in hits]
+    return [(h.doc, h.start, *(h.scores.get(c, 0.0) for c in ("lexical", "dense", "document", "fused"))) for h in hits]
 
 
 QUESTIONS = ("成都科技成果转化有哪些支持措施", "高校院所协同创新机制", "科技计划管理改革")

@@ -389,6 +389,12 @@ class Bm25:
             self._norms = k1 * ((1 - b) + b * lengths / np.float64(self.mean_length))
         return self._norms
 
+    def live(self) -> np.ndarray | None:
+        """Which rows are live (a bool per row); None when all are."""
+        if all(p.live is None for p in self.parts):
+            return None
+        return np.concatenate([np.ones(p.rows, dtype=bool) if p.live is None else p.live for p in self.parts])
+
     def _found(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Each part's (rows, tf) of `term`. A question reads a term's postings several
         times (its ranking, then the coverage of each passage it may answer with), and in

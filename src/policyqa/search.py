@@ -300,10 +300,11 @@ class Searcher:
         doc_all = keywords.document_scores(plan.terms)
         doc_rows = lexical.chunk_documents
         doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
+        live_docs = keywords.documents.live()  # a replaced document's row is not one of the library's
         fused = fuse({
             "lexical": (lex_u, np.array(list(lex.values()))),
             "dense": (dense_u, np.array(list(dense.values()))),
-            "document": (doc_u, np.sort(doc_all)[-CANDIDATES:]),
+            "document": (doc_u, np.sort(doc_all if live_docs is None else doc_all[live_docs])[-CANDIDATES:]),
         }, FUSION[plan.cut])
         order = np.argsort(-fused, kind="stable")
         return plan, [(union[i], {"lexical": float(lex_u[i]), "dense": float(dense_u[i]), "document": float(doc_u[i]),
