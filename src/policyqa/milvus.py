@@ -75,6 +75,7 @@ TEXT_MAX = 65535  # Milvus's largest VARCHAR, in bytes
 DUMMY_DIM = 2  # every Milvus 2.5 collection needs a vector field; documents and meta have no use for one
 NO_PAGE = -1
 KEYWORD_DIR = "keywords"  # the cached keyword index: keywords-NNNNNN/ in the cache directory
+KEYWORD_SEGMENTS = 8  # keyword cache segments a commit adds to before it writes the cache whole
 FIELDS = ["id", "doc", "ordinal", "start", "end", "section", "text", "embed_hash", "page"]
 
 
@@ -423,32 +424,50 @@ class MilvusStore:
                 found = self._cached_lexical(generation, build)
         return found
 
-    def _cached_lexical(self, generation: int, build: str) -> lexical.LexicalIndex | None:
+    def _keyword_stamp(self, generation: int, build: str) -> dict | None:
+        """What the keyword cache holds (its segments and the chunk ids deleted since they
+        were written) if it is of this generation and build, else None."""
         try:
             stamp = json.loads((self.dir / "keywords.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if stamp != {"generation": generation, "build_id": build}:
+        if not isinstance(stamp, dict) or (stamp.get("generation"), stamp.get("build_id")) != (generation, build) \
+                or not isinstance(stamp.get("segments"), list):
             return None
-        return lexical.LexicalIndex.load([(self._keyword_dir(generation), np.zeros(0, dtype=np.int64))])
+        return stamp
+
+    def _cached_lexical(self, generation: int, build: str) -> lexical.LexicalIndex | None:
+        stamp = self._keyword_stamp(generation, build)
+        if stamp is None:
+            return None
+        dead = np.array(stamp.get("dead", []), dtype=np.int64)
+        return lexical.LexicalIndex.load([(self.dir / name, dead) for name in stamp["segments"]])
 
     def _keyword_dir(self, generation: int) -> Path:
         return self.dir / f"{KEYWORD_DIR}-{generation:06d}"
 
     def _write_lexical(self, generation: int, build: str, chunks: Sequence[NextChunk],
-                       texts_of: Callable[[Sequence[NextChunk]], KeywordTexts]) -> None:
+                       texts_of: Callable[[Sequence[NextChunk]], KeywordTexts],
+                       previous: dict | None = None, leaving: Sequence[int] = ()) -> None:
         """The keyword index of these chunks (in id order: a document's ids are one range) as
-        one segment of lexical.py's, in bounded memory like a local one; older ones removed."""
-        texts = texts_of(chunks)
-        target = self._keyword_dir(generation)
+        a segment of lexical.py's, in bounded memory like a local one. With the `previous`
+        stamp, the segment is added to its segments and the `leaving` chunk ids are deleted
+        from them; else it is the whole index and older segments are removed."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with files.replaced(target, sync=False) as tmp:  # a cache: rebuilt from Milvus when lost
-            lexical.write(tmp, np.array([c.id for c in chunks], dtype=np.int64), texts.passages,
-                          [c.chunk.doc for c in chunks], texts.documents)
-        (self.dir / "keywords.json").write_text(json.dumps({"generation": generation, "build_id": build}),
-                                                encoding="utf-8")
+        segments = list(previous["segments"]) if previous else []
+        if chunks or not previous:
+            texts = texts_of(chunks)
+            target = self._keyword_dir(generation)
+            with files.replaced(target, sync=False) as tmp:  # a cache: rebuilt from Milvus when lost
+                lexical.write(tmp, np.array([c.id for c in chunks], dtype=np.int64), texts.passages,
+                              [c.chunk.doc for c in chunks], texts.documents)
+            segments.append(target.name)
+        dead = sorted(set(previous.get("dead", [])) | {int(i) for i in leaving}) if previous else []
+        with files.replaced(self.dir / "keywords.json", sync=False) as tmp:
+            tmp.write_text(json.dumps({"generation": generation, "build_id": build, "segments": segments,
+                                       "dead": dead}), encoding="utf-8")
         for old in self.dir.glob(f"{KEYWORD_DIR}-*"):
-            if old != target:
+            if old.name not in segments:
                 files.remove(old)
 
     def _live_chunks(self) -> tuple[list[NextChunk], list[int]]:
@@ -602,9 +621,19 @@ class MilvusStore:
         `optimize` asks nothing more of Milvus, which merges its own segments, and the
         keyword index is written whole at every commit."""
         generation, model = plan.generation, plan.model
-        current, stale = self._live_chunks()
-        leaving = set(plan.leaving.tolist())
-        kept = [n for n in current if (n.chunk.doc in plan.keep if plan.replace_all else n.id not in leaving)]
+        # The keyword cache of the generation this one follows, if this machine holds it
+        # and nothing is left to repair: the commit then adds a segment of its new chunks
+        # to it instead of reading every passage back from Milvus and indexing them again.
+        previous = None if plan.replace_all or optimize or self.damaged() else \
+            self._keyword_stamp(self.generation(), self._meta_value("build_id") or "")
+        if previous is not None and len(previous["segments"]) >= KEYWORD_SEGMENTS:
+            previous = None
+        if previous is None:
+            current, stale = self._live_chunks()
+            leaving = set(plan.leaving.tolist())
+            kept = [n for n in current if (n.chunk.doc in plan.keep if plan.replace_all else n.id not in leaving)]
+        else:
+            stale, kept = [], []
         new = plan.new
         # Recorded before any row is written: rows a stopped writer left stay below the
         # next plan's ids, so deleting them never deletes a new chunk.
@@ -614,9 +643,10 @@ class MilvusStore:
         for i in range(0, len(new), BATCH):
             self.client.insert(self.chunks, [_chunk_row(n, vectors[n.embed_hash]) for n in new[i:i + BATCH]])
         pause_point("vectors-written")
-        next_docs = {n.chunk.doc for n in kept + new}
         old_docs = self._document_rows()
-        dropped = [p for p in old_docs if p not in next_docs or p in {u.doc.path for u in plan.upserts}]
+        upserted = {u.doc.path for u in plan.upserts}
+        going = upserted | (set(old_docs) - plan.keep if plan.replace_all else set(plan.removed))
+        dropped = [p for p in old_docs if p in going]
         by_doc: dict[str, list[int]] = {}
         for n in new:
             by_doc.setdefault(n.chunk.doc, []).append(n.id)
@@ -635,14 +665,18 @@ class MilvusStore:
             })
         if rows:
             self.client.upsert(self.docs, rows)
-        gone = [p for p in dropped if p not in {u.doc.path for u in plan.upserts}]
+        gone = [p for p in dropped if p not in upserted]
         for i in range(0, len(gone), BATCH):
             self.client.delete(self.docs, ids=gone[i:i + BATCH])
         stale += [i for p in dropped for i in range(old_docs[p]["first_id"], old_docs[p]["last_id"] + 1)]
         for i in range(0, len(stale), BATCH):
             self.client.delete(self.chunks, ids=stale[i:i + BATCH])
         build = uuid.uuid4().hex
-        self._write_lexical(generation, build, kept + new, keywords)
+        if previous is None:
+            self._write_lexical(generation, build, kept + new, keywords)
+        else:
+            self._write_lexical(generation, build, new, keywords, previous, plan.leaving.tolist())
+        chunks = sum(d["last_id"] - d["first_id"] + 1 for p, d in old_docs.items() if p not in dropped) + len(new)
         pause_point("committing")
         meta = self.meta()
         self._set_meta({
@@ -650,7 +684,7 @@ class MilvusStore:
             "dim": str(model.dim), "chunker": json.dumps(settings, sort_keys=True), "built_at": stamp,
             "created_at": meta.get("created_at") or stamp, "build_id": build, "writing": "0",
             "skipped": json.dumps(skipped, ensure_ascii=False, sort_keys=True),
-            "vectors": json.dumps({"kind": "milvus", "vectors": len(kept) + len(new), "collection": self.chunks}),
+            "vectors": json.dumps({"kind": "milvus", "vectors": chunks, "collection": self.chunks}),
         })
         if self.client.has_collection(self.pending):
             self.client.delete(self.pending, filter='hash != ""')
