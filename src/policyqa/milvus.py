@@ -17,8 +17,9 @@ a keyword component. What differs:
   the Milvus filter is a short list of id ranges.
 - Keywords: the BM25 indexes of lexical.py, fused as for a local index, are derived from
   the passages in Milvus and cached on this machine (beside a milvus-lite file, or in
-  the user cache for a server); a reader whose cache is not of the current generation
-  rebuilds it from Milvus. One ranking code path keeps both backends' answers alike,
+  the user cache for a server); a commit adds a segment of its new passages to the
+  writer's cache, and a reader whose cache is not of the current generation rebuilds it
+  from Milvus. One ranking code path keeps both backends' answers alike,
   which Milvus's own BM25 (a different tokenizer and no whole-document score) would not.
 - Commits: Milvus has no multi-collection transaction. New chunk rows are written first
   under new ids, then the documents' rows that point at them, then the generation;
@@ -618,8 +619,8 @@ class MilvusStore:
     def commit(self, plan: Plan, settings: dict, skipped: dict[str, str],
                keywords: Callable[[Sequence[NextChunk]], KeywordTexts], optimize: bool = False) -> int:
         """Make the planned generation current (in the order the module's note gives).
-        `optimize` asks nothing more of Milvus, which merges its own segments, and the
-        keyword index is written whole at every commit."""
+        `optimize` asks nothing more of Milvus, which merges its own segments, and writes
+        the keyword cache whole."""
         generation, model = plan.generation, plan.model
         # The keyword cache of the generation this one follows, if this machine holds it
         # and nothing is left to repair: the commit then adds a segment of its new chunks
@@ -676,7 +677,7 @@ class MilvusStore:
             self._write_lexical(generation, build, kept + new, keywords)
         else:
             self._write_lexical(generation, build, new, keywords, previous, plan.leaving.tolist())
-        chunks = sum(d["last_id"] - d["first_id"] + 1 for p, d in old_docs.items() if p not in dropped) + len(new)
+        live = sum(d["last_id"] - d["first_id"] + 1 for p, d in old_docs.items() if p not in dropped) + len(new)
         pause_point("committing")
         meta = self.meta()
         self._set_meta({
@@ -684,7 +685,7 @@ class MilvusStore:
             "dim": str(model.dim), "chunker": json.dumps(settings, sort_keys=True), "built_at": stamp,
             "created_at": meta.get("created_at") or stamp, "build_id": build, "writing": "0",
             "skipped": json.dumps(skipped, ensure_ascii=False, sort_keys=True),
-            "vectors": json.dumps({"kind": "milvus", "vectors": chunks, "collection": self.chunks}),
+            "vectors": json.dumps({"kind": "milvus", "vectors": live, "collection": self.chunks}),
         })
         if self.client.has_collection(self.pending):
             self.client.delete(self.pending, filter='hash != ""')
