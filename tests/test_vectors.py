@@ -1,7 +1,9 @@
 """The dense index of a generation (vectors.py) with real FAISS, and the bf16 parity check."""
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 
 import faiss
 import numpy as np
@@ -175,3 +177,44 @@ def test_segments_search_as_one_index_without_tombstoned_ids(tmp_path, small_exa
     assert np.array_equal(dense.Vectors.open(base_path, ids[:2500]).vectors(np.array([7, 3, 2400])), x[[6, 2, 2399]])
     with pytest.raises(KeyError):
         segments.vectors(np.array([5000]))
+
+
+def _resident_pages(path) -> tuple[int, int]:
+    """(pages of the file in the page cache, pages of the file), by mincore(2)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    with open(path, "rb") as fh:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fh.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
+        finally:
+            libc.munmap(addr, size)
+    return sum(v & 1 for v in vec), pages
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_a_written_ivf_file_leaves_the_page_cache(tmp_path, monkeypatch, dropped):
+    """Searches map an IVF file's lists; a writer's pages would be mapped whole (files.drop_cached)."""
+    from policyqa import files, indexer
+    from policyqa.store import Store
+
+    from conftest import CORPUS
+    from fakes import NAME as FAKE
+
+    monkeypatch.setattr(dense, "EXACT_UP_TO", 8)
+    if not dropped:  # what the test tells apart: the file as the writer left it
+        monkeypatch.setattr(files, "drop_cached", lambda path: None)
+    indexer.update(CORPUS, tmp_path / "index", model_name=FAKE)
+    store = Store.open(tmp_path / "index")
+    assert store.vector_layout()["kind"] == "ivf"
+    store.close()
+    path, = (tmp_path / "index").glob("segment-*/vectors.faiss")
+    resident, pages = _resident_pages(path)
+    assert pages > 1 and resident == (0 if dropped else pages)

@@ -829,6 +829,8 @@ class Store:
         final = self.dir / name
         out = {f"{name}/{p.relative_to(final).as_posix()}": files.file_checksum(p)
                for p in sorted(final.rglob("*")) if p.is_file()}
+        if layout.kind == "ivf":  # searches map the lists they scan (an exact index is read whole)
+            files.drop_cached(final / VECTORS_FILE)
         return out, layout
 
     def _switch(self, plan: Plan, settings: dict, skipped: dict[str, str], checksums: dict[str, str],
