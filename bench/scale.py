@@ -154,13 +154,33 @@ def fill_cache(store, written: list, real_index: Path) -> dict:
     return {"real_vectors": found, "original_chunks": sum(len(v) for v in originals.values())}
 
 
+# The child's own peak RSS, as it ends (also by os._exit, which `policyqa ask` ends with).
+# Not wait4's ru_maxrss: Linux carries the high-water mark of the memory a process had
+# before exec into it, and a child spawned by this process (vfork) starts with this
+# process's, hundreds of MB after it has written a corpus.
+PEAK_PREFIX = "bench-peak-rss-kb="
+PEAK = f"""
+import atexit as _atexit, os as _os, sys as _sys
+def _peak():
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    _sys.stderr.write("\\n{PEAK_PREFIX}%d\\n" % kb)
+    _sys.stderr.flush()
+def _exit(code, _real=_os._exit):
+    _peak()
+    _real(code)
+_os._exit = _exit
+_atexit.register(_peak)
+"""
+
+
 def child(code: str, timeout: float) -> tuple[dict, float, float, float]:
     """Runs python code in a fresh process: its last stdout line as JSON (if it is), wall s,
     CPU s and peak RSS MB."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+        proc = subprocess.Popen([sys.executable, "-c", PEAK + code],
+                                stdout=out, stderr=err, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -173,11 +193,13 @@ def child(code: str, timeout: float) -> tuple[dict, float, float, float]:
             sys.exit(f"child failed ({proc.returncode}{', timed out' if wall >= timeout else ''}): "
                      f"{err.read().strip()[-2000:]}")
         lines = out.read().strip().splitlines() or ["{}"]
+        peaks = [line for line in err.read().splitlines() if line.startswith(PEAK_PREFIX)]
     try:
         result = json.loads(lines[-1])
     except ValueError:
         result = {}
-    return result, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    assert peaks, "the child reports its peak RSS as it ends"
+    return result, wall, usage.ru_utime + usage.ru_stime, int(peaks[-1][len(PEAK_PREFIX):]) / 1024
 
 
 BUILD = """
