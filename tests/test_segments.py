@@ -136,7 +136,7 @@ def test_top_rows_are_the_best_of_every_score_exactly(tmp_path, monkeypatch, par
     scored_everywhere: list[int] = []  # the terms top() scored on every row they occur in
     add_to = lexical._Term.add_to
     monkeypatch.setattr(lexical._Term, "add_to",
-                        lambda t, bm25, out: scored_everywhere.append(t.df) or add_to(t, bm25, out))
+                        lambda t, out: scored_everywhere.append(t.df) or add_to(t, out))
     queries = [dict.fromkeys(bigrams(texts[i][:40]), 1.0) for i in (3, 300, 900)]
     queries.append({"人民政府": 1.0, "监督管理": 0.5, "违反": 0.25, "罚款": 0.25})  # weighted, as translations are
     pruned = 0  # queries of which some terms were scored only on the rows already found

@@ -315,45 +315,48 @@ class Scored:
     wanted: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Posting:
+    """A term's live rows among all parts' (ascending), its idf over every live row and what
+    it adds to each row's score at weight 1."""
+
+    rows: np.ndarray
+    idf: np.float32
+    adds: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.adds.nbytes
+
+
 @dataclass
 class _Term:
-    """A query term's live postings, part by part, with its weight and idf."""
+    """A query term's posting (its admitted rows only) with the query's weight for it."""
 
     weight: float
-    idf: np.float32
-    found: list[tuple[int, np.ndarray, np.ndarray]]  # (part, part-local rows, tf)
-    _joined: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    posting: _Posting
 
     @property
     def df(self) -> int:
-        return sum(len(rows) for _, rows, _ in self.found)
+        return len(self.posting.rows)
 
     @property
     def bound(self) -> float:
         """More than the term adds to any row's score (with a margin for float32 rounding)."""
-        return float(self.weight * self.idf) * 1.0001
+        return float(self.weight * self.posting.idf) * 1.0001
 
-    def postings(self, bm25: Bm25) -> tuple[np.ndarray, np.ndarray]:
-        """(rows among all parts', ascending; tf): one array for every part, so that a large
-        index's parts cost one numpy call each step rather than one per part."""
-        if self._joined is None:
-            self._joined = (bm25.joined_rows(self.found), np.concatenate([tf for _, _, tf in self.found]))
-        return self._joined
-
-    def add_to(self, bm25: Bm25, out: np.ndarray) -> None:
+    def add_to(self, out: np.ndarray) -> None:
         """Adds what the term adds to each row's score into `out` (by row)."""
-        rows, tf = self.postings(bm25)
         # A term's rows are distinct, so a fancy-indexed add adds each once (what
         # np.add.at would, at a fraction of its cost).
-        out[rows] += bm25._contribution(rows, tf, self.idf, self.weight)
+        out[self.posting.rows] += self.posting.adds * self.weight
 
-    def at(self, bm25: Bm25, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def at(self, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which of the `asked` rows, ascending, contain the term; what it adds to each)."""
-        rows, tf = self.postings(bm25)
+        rows = self.posting.rows
         pos = np.minimum(np.searchsorted(rows, asked), len(rows) - 1)
         hit = rows[pos] == asked
-        pos = pos[hit]
-        return hit, bm25._contribution(rows[pos], tf[pos], self.idf, self.weight)
+        return hit, self.posting.adds[pos[hit]] * self.weight
 
 
 @dataclass
@@ -366,7 +369,7 @@ class Bm25:
     live_rows: int
     mean_length: float
     _norms: np.ndarray | None = None
-    _postings: OrderedDict[str, list[tuple[int, np.ndarray, np.ndarray]]] = field(default_factory=OrderedDict)
+    _postings: OrderedDict[str, _Posting] = field(default_factory=OrderedDict)
     _postings_bytes: int = 0
     _known: dict[str, bool] = field(default_factory=dict)
 
@@ -395,18 +398,29 @@ class Bm25:
             return None
         return np.concatenate([np.ones(p.rows, dtype=bool) if p.live is None else p.live for p in self.parts])
 
-    def _found(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """Each part's (rows, tf) of `term`. A question reads a term's postings several
-        times (its ranking, then the coverage of each passage it may answer with), and in
-        a large index a term's reads are one per part: the latest terms' stay in memory,
-        up to POSTINGS_CACHE_BYTES."""
+    def _found(self, term: str) -> _Posting:
+        """The posting of `term`. Questions read the same terms many times (a question its
+        ranking, then the coverage of each passage it may answer with; a chat the words
+        its questions share), and a common term's posting is large: the latest terms' stay
+        in memory, up to POSTINGS_CACHE_BYTES."""
         cached = self._postings.pop(term, None)
         if cached is None:
-            cached = [(i, *p.postings(term)) for i, p in enumerate(self.parts)]
-            self._postings_bytes += sum(r.nbytes + t.nbytes for _, r, t in cached)
+            found = [(p.offset, *p.postings(term)) for p in self.parts]
+            rows = np.concatenate([r.astype(np.int64) + offset for offset, r, _ in found]) if found \
+                else np.zeros(0, np.int64)
+            tf = np.concatenate([t for _, _, t in found]) if found else np.zeros(0, np.float32)
+            n, df = self.live_rows, len(rows)
+            idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
+            # bm25s's float32(idf * tf / (norm + tf)), in float64 until then
+            adds = self._norm().take(rows)
+            adds += tf
+            np.divide(tf, adds, out=adds)
+            adds *= idf
+            cached = _Posting(rows, idf, adds.astype(np.float32))
+            self._postings_bytes += cached.nbytes
             while self._postings and self._postings_bytes > POSTINGS_CACHE_BYTES:
                 _, dropped = self._postings.popitem(last=False)
-                self._postings_bytes -= sum(r.nbytes + t.nbytes for _, r, t in dropped)
+                self._postings_bytes -= dropped.nbytes
         self._postings[term] = cached  # the most recent last
         return cached
 
@@ -415,25 +429,23 @@ class Bm25:
         weights (1 for a plain query; translation alternatives share one term's weight)."""
         out = np.zeros(self.rows, dtype=np.float32)
         for t in self._terms(weighted_terms):
-            t.add_to(self, out)
+            t.add_to(out)
         return out
 
     def _terms(self, weighted_terms: Mapping[str, float], admitted: np.ndarray | None = None) -> list[_Term]:
         """The query's terms that occur in a live row (among the `admitted` ones if given),
-        in the query's order, with their postings (admitted ones only) and idf (over every
-        live row)."""
-        n = self.live_rows
+        in the query's order, with their postings (admitted rows only; idf over every live
+        row)."""
         out = []
         for term, weight in weighted_terms.items():
             if weight <= 0:
                 continue
-            found = [(i, rows, tf) for i, rows, tf in self._found(term) if len(rows)]
-            df = sum(len(rows) for _, rows, _ in found)
+            posting = self._found(term)
             if admitted is not None:
-                found = [(i, rows[keep], tf[keep]) for i, rows, tf in found
-                         for keep in [admitted[self.parts[i].offset + rows]] if keep.any()]
-            if found:
-                out.append(_Term(weight, np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5))), found))
+                keep = admitted[posting.rows]
+                posting = _Posting(posting.rows[keep], posting.idf, posting.adds[keep])
+            if len(posting.rows):
+                out.append(_Term(weight, posting))
         return out
 
     def top(self, weighted_terms: Mapping[str, float], k: int, wanted: np.ndarray,
@@ -471,8 +483,8 @@ class Bm25:
                 if left < kth:
                     break
             t = rest.pop(0)
-            t.add_to(self, partial)
-            most = max(most, float(partial[t.postings(self)[0]].max()))
+            t.add_to(partial)
+            most = max(most, float(partial[t.posting.rows].max()))
             left -= t.bound
         else:
             left, kth = 0.0, kth_best(partial)
@@ -484,7 +496,7 @@ class Bm25:
         # The terms not taken, on the candidates only, rarest first: each one known narrows
         # what a candidate can still reach and may raise the floor under the k-th best.
         for t in rest:
-            hit, data = t.at(self, candidates)
+            hit, data = t.at(candidates)
             lower[hit] += data
             left -= t.bound
             keep = lower + left >= kth_best(lower) * (1 - 1e-5)
@@ -492,7 +504,7 @@ class Bm25:
         asked = _union(candidates, np.asarray(wanted, dtype=np.int64))
         exact = np.zeros(len(asked), np.float32)
         for t in taken:  # the query's order
-            hit, data = t.at(self, asked)
+            hit, data = t.at(asked)
             exact[hit] += data
         # Every row among the k best is a candidate, so the k best of what was asked are they.
         best = np.flatnonzero(exact > 0)
@@ -500,24 +512,9 @@ class Bm25:
         at = np.searchsorted(asked, wanted)
         return Scored(asked[best], exact[best], exact[at] if len(asked) else np.zeros(len(wanted), np.float32))
 
-    def _contribution(self, rows: np.ndarray, tf: np.ndarray, idf: np.float32, weight: float) -> np.ndarray:
-        # bm25s's float32(idf * tf / (norm + tf)) in float64, in place
-        tfc = self._norm().take(rows)
-        tfc += tf
-        np.divide(tf, tfc, out=tfc)
-        tfc *= idf
-        data = tfc.astype(np.float32)
-        data *= weight
-        return data
-
     def rows_with(self, term: str) -> np.ndarray:
         """The live rows that contain `term`, ascending."""
-        return self.joined_rows(self._found(term))
-
-    def joined_rows(self, found: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Part-local (part, rows, tf) postings as rows among all parts', ascending."""
-        rows = [r.astype(np.int64) + self.parts[i].offset for i, r, _ in found if len(r)]
-        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        return self._found(term).rows
 
     def knows(self, term: str) -> bool:
         """Whether some part's vocabulary has `term` (deleted rows may be all that use it).
