@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, overload
 
 from . import chunk as chunking
 from .backend import MilvusLocation, writing
@@ -238,11 +238,47 @@ def keyword_texts(chunks: Sequence[NextChunk]) -> KeywordTexts:
     """The keyword index of a segment's chunks is over the same contextual text that is
     embedded (title, section, passage), and over their whole documents (title and passages
     in order; a segment holds every chunk of its documents)."""
-    documents: dict[str, list[str]] = {}
-    for n in sorted(chunks, key=lambda n: (n.chunk.doc, n.chunk.ordinal)):
-        documents.setdefault(n.chunk.doc, [n.title]).append(n.chunk.text)
-    return KeywordTexts([search_text(n.title, n.chunk) for n in chunks],
-                        {doc: "\n".join(parts) for doc, parts in documents.items()})
+    return KeywordTexts(_PassageTexts(chunks), _DocumentTexts(chunks))
+
+
+class _PassageTexts(Sequence[str]):
+    """Each chunk's contextual text, made when it is read."""
+
+    def __init__(self, chunks: Sequence[NextChunk]):
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [search_text(n.title, n.chunk) for n in self.chunks[i]]
+        return search_text(self.chunks[i].title, self.chunks[i].chunk)
+
+
+class _DocumentTexts(Mapping[str, str]):
+    """Each document's text (its title and its chunks in order), made when it is read."""
+
+    def __init__(self, chunks: Sequence[NextChunk]):
+        self.chunks: dict[str, list[NextChunk]] = {}
+        for n in chunks:
+            self.chunks.setdefault(n.chunk.doc, []).append(n)
+
+    def __getitem__(self, doc: str) -> str:
+        parts = sorted(self.chunks[doc], key=lambda n: n.chunk.ordinal)
+        return "\n".join([parts[0].title] + [n.chunk.text for n in parts])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
 
 
 def _to_embed(store: Store | IndexStore, upserts: list[Upsert]) -> dict[str, str]:

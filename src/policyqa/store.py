@@ -31,7 +31,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,10 +185,11 @@ class SegmentRef:
 @dataclass(frozen=True)
 class KeywordTexts:
     """What the keyword index of a generation is built over: the text of each of the
-    plan's chunks, in its order, and of each whole document."""
+    plan's chunks, in its order, and of each whole document (made as the writer reads
+    them: at a million passages, holding them all would be most of a GB)."""
 
-    passages: list[str]
-    documents: dict[str, str]
+    passages: Sequence[str]
+    documents: Mapping[str, str]
 
 
 NEXT_CHUNK_SQL = ('SELECT c.id, c.doc, d.title, c.ordinal, c.start, c."end", c.text, c.section, c.page, c.embed_hash '
