@@ -175,6 +175,7 @@ def _merge_parts(directory: Path, parts: int) -> None:
         shutil.rmtree(source)
     merged.rename(directory / _PART.format(0))
 
+
 def write(directory: Path, ids: np.ndarray, texts: Sequence[str], docs: Sequence[str],
           documents: Mapping[str, str]) -> None:
     """Write a segment's keyword index into `directory` (which must not exist; the caller
