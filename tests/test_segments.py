@@ -84,7 +84,9 @@ def test_scores_equal_bm25s_bit_for_bit_on_real_text(tmp_path, monkeypatch, part
 
 
 @NEEDS_LAWS
-def test_deleted_passages_score_as_in_an_index_without_them(tmp_path):
+@pytest.mark.parametrize("dead_lookup", [0, 10**9])  # deleted rows looked up in every posting, or masked
+def test_deleted_passages_score_as_in_an_index_without_them(tmp_path, monkeypatch, dead_lookup):
+    monkeypatch.setattr(lexical, "DEAD_LOOKUP", dead_lookup)
     texts, docs, documents = _passages(300)
     ids = np.arange(1, len(texts) + 1)
     gone = {d for d in list(documents)[:3]}

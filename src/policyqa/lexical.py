@@ -58,6 +58,9 @@ PART_CHUNKS = 100_000
 # and ranks ties as it always has; past it Bm25.top skips what cannot reach the k best.
 SCAN_UP_TO = 100_000
 POSTINGS_CACHE_BYTES = 32 << 20
+# A part's deleted rows are looked up in a posting (a binary search each) when it is this
+# many times longer; a shorter one is masked row by row (after large updates, mostly).
+DEAD_LOOKUP = 32
 MERGE_PAIRS = 1 << 22  # postings merged at a time (~100 MB of the merge's memory)
 KNOWN_TERMS = 100_000  # vocabulary lookups remembered (a question asks a few hundred)
 _PART = "part-{:03d}"
@@ -275,6 +278,11 @@ class _Postings:
     def rows(self) -> int:
         return len(self.lengths_file)
 
+    @functools.cached_property
+    def dead(self) -> np.ndarray | None:
+        """The deleted part-local rows, ascending; None when every row is live."""
+        return np.flatnonzero(~self.live).astype(np.int32) if self.live is not None else None
+
     @property
     def lengths(self) -> np.ndarray:
         if self._lengths is None:
@@ -300,10 +308,15 @@ class _Postings:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         lo, hi = (int(x) for x in self.indptr.read(col, col + 2))
         rows, tf = self.indices.read(lo, hi), self.tf.read(lo, hi)
-        if self.live is not None:
-            keep = self.live[rows]
-            rows, tf = rows[keep], tf[keep]
-        return rows, tf
+        live, dead = self.live, self.dead
+        if live is None or dead is None:
+            return rows, tf
+        if len(dead) * DEAD_LOOKUP < len(rows):  # a few deleted rows: looked up, not every row tested
+            at = np.searchsorted(rows, dead)
+            gone = at[rows[np.minimum(at, len(rows) - 1)] == dead]
+            return (np.delete(rows, gone), np.delete(tf, gone)) if len(gone) else (rows, tf)
+        keep = live[rows]
+        return rows[keep], tf[keep]
 
 
 @dataclass(frozen=True)
@@ -316,18 +329,41 @@ class Scored:
     wanted: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Posting:
-    """A term's live rows among all parts' (ascending), its idf over every live row and what
-    it adds to each row's score at weight 1."""
+    """A term's live rows among all parts' (ascending), their term frequencies and its idf
+    over every live row. What it adds to a row's score is computed for the rows asked
+    about: a common term's rows are mostly only looked up (MaxScore scores it on the
+    candidates alone, a passage's coverage asks which rows hold it)."""
 
     rows: np.ndarray
+    tf: np.ndarray
     idf: np.float32
-    adds: np.ndarray
+    norms: Callable[[np.ndarray], np.ndarray]  # Bm25.norms
+    _adds: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.rows.nbytes + self.adds.nbytes
+        return self.rows.nbytes + 2 * self.tf.nbytes  # with its adds, once computed
+
+    def adds(self, at: np.ndarray | None = None) -> np.ndarray:
+        """What the term adds at weight 1 to the score of each row (or of rows[at]):
+        bm25s's float32(idf * tf / (norm + tf)), in float64 until then; the same float
+        whichever rows are asked, as every step is elementwise."""
+        if at is None:
+            if self._adds is None:
+                self._adds = self._adds_of(self.rows, self.tf)
+            return self._adds
+        if self._adds is not None:
+            return self._adds[at]
+        return self._adds_of(self.rows[at], self.tf[at])
+
+    def _adds_of(self, rows: np.ndarray, tf: np.ndarray) -> np.ndarray:
+        adds = self.norms(rows)
+        adds += tf
+        np.divide(tf, adds, out=adds)
+        adds *= self.idf
+        return adds.astype(np.float32)
 
 
 @dataclass
@@ -350,14 +386,15 @@ class _Term:
         """Adds what the term adds to each row's score into `out` (by row)."""
         # A term's rows are distinct, so a fancy-indexed add adds each once (what
         # np.add.at would, at a fraction of its cost).
-        out[self.posting.rows] += self.posting.adds * self.weight
+        out[self.posting.rows] += self.posting.adds() * self.weight
 
     def at(self, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which of the `asked` rows, ascending, contain the term; what it adds to each)."""
         rows = self.posting.rows
-        pos = np.minimum(np.searchsorted(rows, asked), len(rows) - 1)
+        # In the rows' own dtype: searchsorted would otherwise copy them to the common one.
+        pos = np.minimum(np.searchsorted(rows, asked.astype(rows.dtype, copy=False)), len(rows) - 1)
         hit = rows[pos] == asked
-        return hit, self.posting.adds[pos[hit]] * self.weight
+        return hit, self.posting.adds(pos[hit]) * self.weight
 
 
 @dataclass
@@ -368,8 +405,8 @@ class Bm25:
     parts: list[_Postings]
     rows: int  # all rows, live or not
     live_rows: int
-    mean_length: float
-    _norms: np.ndarray | None = None
+    _mean_length: float | None = None
+    _lengths: np.ndarray | None = None  # every row's length, parts joined
     _postings: OrderedDict[str, _Posting] = field(default_factory=OrderedDict)
     _postings_bytes: int = 0
     _known: dict[str, bool] = field(default_factory=dict)
@@ -377,21 +414,27 @@ class Bm25:
     @classmethod
     def of(cls, parts: list[_Postings]) -> Bm25:
         rows = sum(p.rows for p in parts)
-        live = [p.live for p in parts]
-        live_rows = sum(p.rows if m is None else int(m.sum()) for p, m in zip(parts, live))
-        total = sum(int(np.sum(p.lengths_file.read(0, p.rows), dtype=np.int64)) if m is None
-                    else int(np.sum(p.lengths[m], dtype=np.int64)) for p, m in zip(parts, live))
-        # bm25s: np.mean of the lengths, a float64 sum of integers (exact) over the count.
-        return cls(parts, rows, live_rows, float(np.float64(total) / live_rows) if live_rows else 0.0)
+        live_rows = sum(p.rows if p.live is None else int(p.live.sum()) for p in parts)
+        return cls(parts, rows, live_rows)
 
-    def _norm(self) -> np.ndarray:
-        """k1 * (1 - b + b * length / mean length) of every row, as bm25s computes it."""
-        if self._norms is None:
-            k1, b = float(SETTINGS["k1"]), float(SETTINGS["b"])  # type: ignore[arg-type]
-            lengths = np.concatenate([np.asarray(p.lengths) for p in self.parts]) if self.parts \
-                else np.zeros(0, np.int32)
-            self._norms = k1 * ((1 - b) + b * lengths / np.float64(self.mean_length))
-        return self._norms
+    @property
+    def mean_length(self) -> float:
+        """Of the live rows. Read when a question first scores a term: a question reads two
+        of a generation's four keyword indexes' lengths (a million rows each at scale)."""
+        if self._mean_length is None:
+            total = sum(int(np.sum(p.lengths if p.live is None else p.lengths[p.live], dtype=np.int64))
+                        for p in self.parts)
+            # bm25s: np.mean of the lengths, a float64 sum of integers (exact) over the count.
+            self._mean_length = float(np.float64(total) / self.live_rows) if self.live_rows else 0.0
+        return self._mean_length
+
+    def norms(self, rows: np.ndarray) -> np.ndarray:
+        """k1 * (1 - b + b * length / mean length) of these rows, as bm25s computes it for
+        every row (elementwise: the same floats), here only for the rows a question reads."""
+        if self._lengths is None:
+            self._lengths = _joined([p.lengths for p in self.parts], np.int32)
+        k1, b = float(SETTINGS["k1"]), float(SETTINGS["b"])  # type: ignore[arg-type]
+        return k1 * ((1 - b) + b * self._lengths.take(rows) / np.float64(self.mean_length))
 
     def live(self) -> np.ndarray | None:
         """Which rows are live (a bool per row); None when all are."""
@@ -407,17 +450,13 @@ class Bm25:
         cached = self._postings.pop(term, None)
         if cached is None:
             found = [(p.offset, *p.postings(term)) for p in self.parts]
-            rows = np.concatenate([r.astype(np.int64) + offset for offset, r, _ in found]) if found \
-                else np.zeros(0, np.int64)
-            tf = np.concatenate([t for _, _, t in found]) if found else np.zeros(0, np.float32)
+            # int32 as stored (an index holds far fewer than 2**31 passages): a common term's
+            # rows are not copied to be widened.
+            rows = _joined([r + np.int32(offset) if offset else r for offset, r, _ in found], np.int32)
+            tf = _joined([t for _, _, t in found], np.float32)
             n, df = self.live_rows, len(rows)
             idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
-            # bm25s's float32(idf * tf / (norm + tf)), in float64 until then
-            adds = self._norm().take(rows)
-            adds += tf
-            np.divide(tf, adds, out=adds)
-            adds *= idf
-            cached = _Posting(rows, idf, adds.astype(np.float32))
+            cached = _Posting(rows, tf, idf, self.norms)
             self._postings_bytes += cached.nbytes
             while self._postings and self._postings_bytes > POSTINGS_CACHE_BYTES:
                 _, dropped = self._postings.popitem(last=False)
@@ -444,7 +483,7 @@ class Bm25:
             posting = self._found(term)
             if admitted is not None:
                 keep = admitted[posting.rows]
-                posting = _Posting(posting.rows[keep], posting.idf, posting.adds[keep])
+                posting = _Posting(posting.rows[keep], posting.tf[keep], posting.idf, posting.norms)
             if len(posting.rows):
                 out.append(_Term(weight, posting))
         return out
@@ -527,6 +566,14 @@ class Bm25:
                 self._known.clear()
             known = self._known[term] = any(p.column(term) is not None for p in self.parts)
         return known
+
+
+def _joined(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    """The arrays one after the other; the array itself when there is one (most segments
+    have one part: its million rows are not copied)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -663,16 +710,14 @@ class LexicalIndex:
                     n_docs = int(docs.max()) + 1 if len(docs) else 0
                     doc_live = None
                     if live is not None:  # a document is replaced whole: its row goes with its passages
-                        doc_live = np.ones(n_docs, dtype=bool)
-                        doc_live[docs[~live]] = False
-                        doc_live[docs[live]] = True
+                        doc_live = np.bincount(docs, minlength=n_docs) > np.bincount(docs[~live], minlength=n_docs)
                     for cut in (WORDS, BIGRAMS):
                         postings.setdefault((cut, "passages"), []).append(
                             _Postings(d / cut / "passages", offset, live))
                         postings.setdefault((cut, "documents"), []).append(
                             _Postings(d / cut / "documents", doc_offset, doc_live))
                     ids.append(part_ids)
-                    chunk_documents.append(docs + doc_offset)
+                    chunk_documents.append(docs + doc_offset if doc_offset else docs)
                     offset += len(part_ids)
                     doc_offset += n_docs
             if not ids:
@@ -681,7 +726,7 @@ class LexicalIndex:
             def keywords(cut: str) -> Keywords:
                 return Keywords(Bm25.of(postings[(cut, "passages")]), Bm25.of(postings[(cut, "documents")]))
 
-            return cls(np.concatenate(ids), np.concatenate(chunk_documents), keywords(WORDS), keywords(BIGRAMS),
+            return cls(_joined(ids, np.int64), _joined(chunk_documents, np.int64), keywords(WORDS), keywords(BIGRAMS),
                        [d for d, _ in segments])
         except (OSError, ValueError, KeyError, IndexError, AssertionError):
             return None  # a damaged keyword index: searched without until `index update` rewrites it
