@@ -77,8 +77,9 @@ def test_scores_equal_bm25s_bit_for_bit_on_real_text(tmp_path, monkeypatch, part
     paths = sorted(documents)
     by_doc = _bm25s_scores([bigrams(documents[p]) for p in paths], queries[1])
     got = index.bigrams.document_scores(dict.fromkeys(queries[1], 1.0))
-    order = np.concatenate([sorted(set(docs[i] for i in range(len(texts)) if index.chunk_documents[i] == r))
-                            for r in range(int(index.chunk_documents.max()) + 1)])
+    chunk_documents = np.asarray(index.chunk_documents)
+    order = np.concatenate([sorted(set(docs[i] for i in range(len(texts)) if chunk_documents[i] == r))
+                            for r in range(int(chunk_documents.max()) + 1)])
     assert np.array_equal(got, by_doc[[paths.index(p) for p in order]]) if part_chunks == 97 else \
         np.array_equal(got, by_doc)
 
@@ -100,7 +101,7 @@ def test_deleted_passages_score_as_in_an_index_without_them(tmp_path, monkeypatc
     got = with_tombstones.bigrams.scores(query)
     assert np.all(got[[i for i, d in enumerate(docs) if d in gone]] == 0)
     assert np.allclose(got[keep], rebuilt.bigrams.scores(query), rtol=1e-6)
-    live_docs = np.unique(with_tombstones.chunk_documents[keep])
+    live_docs = np.unique(np.asarray(with_tombstones.chunk_documents)[keep])
     assert np.allclose(np.sort(with_tombstones.bigrams.document_scores(query)[live_docs]),
                        np.sort(rebuilt.bigrams.document_scores(query)), rtol=1e-6)
     assert with_tombstones.row_of.get(dead[0]) == 0 and rebuilt.row_of.get(dead[0]) is None
@@ -119,6 +120,15 @@ def test_two_segments_score_as_one(tmp_path):
     split = lexical.LexicalIndex.load([(tmp_path / "a", none), (tmp_path / "b", none)])
     one = _load(tmp_path / "one")
     assert split is not None and np.array_equal(split.ids, one.ids)
+    # rows across the two segments' parts, as one index's
+    assert split.row_of.rows(ids).tolist() == one.row_of.rows(ids).tolist() == list(range(len(ids)))
+    assert all(split.ids[r] == c for r, c in enumerate(ids.tolist()))
+    assert split.row_of.rows(np.array([0, ids[-1] + 1])).tolist() == [-1, -1] and split.row_of.get(0) is None
+    shuffled = lexical.RowOf(lexical.ByRow([ids[cut:], ids[:cut]]))  # not ascending: looked up in a dict
+    assert shuffled.rows(ids[[0, cut]]).tolist() == [len(ids) - cut, 0]
+    documents_of = np.asarray(split.chunk_documents)
+    assert [split.chunk_documents[r] for r in range(len(ids))] == documents_of.tolist()
+    assert documents_of[cut] == documents_of[cut - 1] + 1  # the second segment's documents follow the first's
     query = dict.fromkeys(words("市人民政府应当加强监督管理"), 1.0)
     assert np.array_equal(split.words.scores(query), one.words.scores(query))
     assert split.words.document_frequency("管理") == one.words.document_frequency("管理") > 0

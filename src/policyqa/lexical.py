@@ -270,9 +270,9 @@ class _Postings:
         self.indices = _Array(directory / "indices.npy")
         self.tf = _Array(directory / "tf.npy")
         self.lengths_file = _Array(directory / "lengths.npy")
+        self.directory = directory
         self.offset = offset  # the part's first row among all parts'
         self.live = live  # by part-local row; None when every row is live
-        self._lengths: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -283,11 +283,11 @@ class _Postings:
         """The deleted part-local rows, ascending; None when every row is live."""
         return np.flatnonzero(~self.live).astype(np.int32) if self.live is not None else None
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
-        if self._lengths is None:
-            self._lengths = self.lengths_file.read(0, self.rows)
-        return self._lengths
+        """Each row's length, mapped: a question reads those of the rows its terms occur
+        in (all of them once, for the mean)."""
+        return np.load(self.directory / "lengths.npy", mmap_mode="r")
 
     def column(self, term: str) -> int | None:
         # The array's fixed width would silently truncate a longer term in the comparison.
@@ -406,7 +406,6 @@ class Bm25:
     rows: int  # all rows, live or not
     live_rows: int
     _mean_length: float | None = None
-    _lengths: np.ndarray | None = None  # every row's length, parts joined
     _postings: OrderedDict[str, _Posting] = field(default_factory=OrderedDict)
     _postings_bytes: int = 0
     _known: dict[str, bool] = field(default_factory=dict)
@@ -422,8 +421,8 @@ class Bm25:
         """Of the live rows. Read when a question first scores a term: a question reads two
         of a generation's four keyword indexes' lengths (a million rows each at scale)."""
         if self._mean_length is None:
-            total = sum(int(np.sum(p.lengths if p.live is None else p.lengths[p.live], dtype=np.int64))
-                        for p in self.parts)
+            total = sum(int(np.sum(p.lengths, dtype=np.int64)) for p in self.parts) - \
+                sum(int(np.sum(p.lengths[p.dead], dtype=np.int64)) for p in self.parts if p.dead is not None)
             # bm25s: np.mean of the lengths, a float64 sum of integers (exact) over the count.
             self._mean_length = float(np.float64(total) / self.live_rows) if self.live_rows else 0.0
         return self._mean_length
@@ -431,10 +430,13 @@ class Bm25:
     def norms(self, rows: np.ndarray) -> np.ndarray:
         """k1 * (1 - b + b * length / mean length) of these rows, as bm25s computes it for
         every row (elementwise: the same floats), here only for the rows a question reads."""
-        if self._lengths is None:
-            self._lengths = _joined([p.lengths for p in self.parts], np.int32)
         k1, b = float(SETTINGS["k1"]), float(SETTINGS["b"])  # type: ignore[arg-type]
-        return k1 * ((1 - b) + b * self._lengths.take(rows) / np.float64(self.mean_length))
+        return k1 * ((1 - b) + b * self.lengths.take(rows) / np.float64(self.mean_length))
+
+    @functools.cached_property
+    def lengths(self) -> ByRow:
+        """Every row's length (parts not joined)."""
+        return ByRow([p.lengths for p in self.parts])
 
     def live(self) -> np.ndarray | None:
         """Which rows are live (a bool per row); None when all are."""
@@ -650,29 +652,71 @@ class Keywords:
         return found / total if total else 0.0
 
 
+class ByRow:
+    """A value per passage row, kept as each part's array (memory-mapped, plus the part's
+    offset): a question reads a few hundred rows, and joining a million of each would cost
+    a cold question more than its search. np.asarray joins them."""
+
+    def __init__(self, parts: list[np.ndarray], adds: list[int] | None = None):
+        self.parts = parts
+        self.adds = adds or [0] * len(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, row: int) -> int:
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        k = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return int(self.parts[k][row - self.starts[k]]) + self.adds[k]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The values of these rows (a common term's rows, ascending, or a few in any order)."""
+        if len(self.parts) == 1 and not self.adds[0]:
+            return self.parts[0].take(rows)
+        if len(rows) > 1 and not np.all(rows[1:] >= rows[:-1]):
+            order = np.argsort(rows)
+            out = np.empty(len(rows), np.int64)
+            out[order] = self.take(rows[order])
+            return out
+        ends = np.searchsorted(rows, self.starts)
+        return np.concatenate([np.zeros(0, np.int64)] + [
+            part.take(rows[lo:hi] - start) + add
+            for part, add, start, lo, hi in zip(self.parts, self.adds, self.starts, ends, ends[1:])])
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        joined = np.concatenate([p + a for p, a in zip(self.parts, self.adds)]) if self.parts \
+            else np.zeros(0, np.int64)
+        return joined.astype(dtype) if dtype is not None else joined
+
+
 class RowOf:
     """chunk id -> passage row, by binary search: rows are in ascending chunk id (each
-    segment's ids follow the previous segment's), so no million-entry dict is built."""
+    part's ids follow the previous part's), so no million-entry dict is built."""
 
-    def __init__(self, ids: np.ndarray):
+    def __init__(self, ids: ByRow):
         self.ids = ids
-        self.sorted = bool(np.all(ids[1:] > ids[:-1])) if len(ids) > 1 else True
-        self._dict = None if self.sorted else {int(c): r for r, c in enumerate(ids)}
+        parts = [p for p in ids.parts if len(p)]
+        self.sorted = all(bool(np.all(p[1:] > p[:-1])) for p in parts) and \
+            all(a[-1] < b[0] for a, b in zip(parts, parts[1:]))
+        self._dict = None if self.sorted else {int(c): r for r, c in enumerate(np.asarray(ids))}
 
     def get(self, cid: int, default: int | None = None) -> int | None:
+        row = int(self.rows(np.array([cid], np.int64))[0])
+        return row if row >= 0 else default
+
+    def rows(self, cids: np.ndarray) -> np.ndarray:
+        """The row of each chunk id; -1 for one the index does not hold."""
         if self._dict is not None:
-            return self._dict.get(int(cid), default)
-        i = int(np.searchsorted(self.ids, cid))
-        return i if i < len(self.ids) and self.ids[i] == cid else default
-
-    def __contains__(self, cid: object) -> bool:
-        return isinstance(cid, (int, np.integer)) and self.get(int(cid)) is not None
-
-    def __getitem__(self, cid: int) -> int:
-        row = self.get(cid)
-        if row is None:
-            raise KeyError(cid)
-        return row
+            return np.array([self._dict.get(int(c), -1) for c in cids], np.int64)
+        out = np.full(len(cids), -1, np.int64)
+        for part, start in zip(self.ids.parts, self.ids.starts):
+            if len(part):
+                i = np.minimum(np.searchsorted(part, cids), len(part) - 1)
+                found = part[i] == cids
+                out[found] = start + i[found]
+        return out
 
 
 @dataclass
@@ -680,8 +724,8 @@ class LexicalIndex:
     """A generation's keyword index (every part of its segments), read-only. Rows of
     deleted passages (a segment's tombstones) stay in `ids` and score 0."""
 
-    ids: np.ndarray  # passage row -> chunk id
-    chunk_documents: np.ndarray  # passage row -> document row
+    ids: ByRow  # passage row -> chunk id
+    chunk_documents: ByRow  # passage row -> document row
     words: Keywords
     bigrams: Keywords
     directories: list[Path]
@@ -693,7 +737,7 @@ class LexicalIndex:
         when one has no keyword index of today's kind (written before there was one, or
         with other SETTINGS) or a damaged one: `index update` rewrites it."""
         try:
-            ids, chunk_documents, doc_offset = [], [], 0
+            ids, chunk_documents, doc_offsets, doc_offset = [], [], [], 0
             postings: dict[tuple[str, str], list[_Postings]] = {}
             offset = 0
             for directory, dead in segments:
@@ -702,8 +746,8 @@ class LexicalIndex:
                 parts = json.loads((directory / "settings.json").read_text(encoding="utf-8"))["parts"]
                 for k in range(parts):
                     d = directory / _PART.format(k)
-                    part_ids = np.load(d / "ids.npy")
-                    docs = np.load(d / "chunk_documents.npy")
+                    part_ids = np.load(d / "ids.npy", mmap_mode="r")
+                    docs = np.load(d / "chunk_documents.npy", mmap_mode="r")
                     live = ~np.isin(part_ids, dead) if len(dead) else None
                     if live is not None and live.all():
                         live = None
@@ -717,7 +761,8 @@ class LexicalIndex:
                         postings.setdefault((cut, "documents"), []).append(
                             _Postings(d / cut / "documents", doc_offset, doc_live))
                     ids.append(part_ids)
-                    chunk_documents.append(docs + doc_offset if doc_offset else docs)
+                    chunk_documents.append(docs)
+                    doc_offsets.append(doc_offset)
                     offset += len(part_ids)
                     doc_offset += n_docs
             if not ids:
@@ -726,7 +771,7 @@ class LexicalIndex:
             def keywords(cut: str) -> Keywords:
                 return Keywords(Bm25.of(postings[(cut, "passages")]), Bm25.of(postings[(cut, "documents")]))
 
-            return cls(_joined(ids, np.int64), _joined(chunk_documents, np.int64), keywords(WORDS), keywords(BIGRAMS),
+            return cls(ByRow(ids), ByRow(chunk_documents, doc_offsets), keywords(WORDS), keywords(BIGRAMS),
                        [d for d, _ in segments])
         except (OSError, ValueError, KeyError, IndexError, AssertionError):
             return None  # a damaged keyword index: searched without until `index update` rewrites it

@@ -280,11 +280,13 @@ class Searcher:
             admitted = None
             if allowed is not None:
                 admitted = np.zeros(keywords.passages.rows, dtype=bool)
-                admitted[[row_of[int(c)] for c in allowed if int(c) in row_of]] = True
-            wanted = {row_of[c]: c for c in dense if c in row_of}
+                allowed_rows = row_of.rows(np.asarray(allowed, dtype=np.int64))
+                admitted[allowed_rows[allowed_rows >= 0]] = True
+            dense_ids = np.fromiter(dense, np.int64, len(dense))
+            wanted = {int(r): int(c) for r, c in zip(row_of.rows(dense_ids), dense_ids) if r >= 0}
             rows = sorted(wanted)
             scored = keywords.top(plan.terms, fetch, np.array(rows, dtype=np.int64), admitted)
-            lex = {int(lexical.ids[r]): float(sc) for r, sc in zip(scored.rows, scored.scores)}
+            lex = {int(c): float(sc) for c, sc in zip(lexical.ids.take(scored.rows), scored.scores)}
             dense_lex = {wanted[r]: float(sc) for r, sc in zip(rows, scored.wanted)}
         if not lex:
             return plan, [(cid, {"dense": s, "fused": s}) for cid, s in sorted(dense.items(), key=lambda kv: -kv[1])]
@@ -298,8 +300,9 @@ class Searcher:
         # Whole-document keyword evidence: a question often names the region or body in the
         # title and its subject in passages that never repeat them.
         doc_all = keywords.document_scores(plan.terms)
-        doc_rows = lexical.chunk_documents
-        doc_u = np.array([float(doc_all[doc_rows[row_of[c]]]) if c in row_of else 0.0 for c in union])
+        union_rows = row_of.rows(np.array(union, dtype=np.int64))
+        union_docs = lexical.chunk_documents.take(np.maximum(union_rows, 0))
+        doc_u = np.where(union_rows >= 0, doc_all[union_docs].astype(np.float64), 0.0)
         live_docs = keywords.documents.live()  # a replaced document's row is not one of the library's
         fused = fuse({
             "lexical": (lex_u, np.array(list(lex.values()))),
@@ -315,7 +318,8 @@ class Searcher:
         use: the dictionary cannot tell which sense the question means, the dense pass can."""
         lexical = self.lexical
         assert lexical is not None, "a plan is only translated with a keyword index (_plan)"
-        rows = np.array(sorted(lexical.row_of[c] for c in chunk_ids if c in lexical.row_of))
+        rows = lexical.row_of.rows(np.array(chunk_ids, dtype=np.int64))
+        rows = np.sort(rows[rows >= 0])
         if not len(rows):
             return plan
         words = lexical.words
