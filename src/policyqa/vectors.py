@@ -136,6 +136,9 @@ class Vectors:
             mapped = faiss.downcast_InvertedLists(index.invlists)
             assert isinstance(mapped, faiss.OnDiskInvertedLists), "what IO_FLAG_MMAP makes of them"
             mapped.prefetch_nthread = 0
+            # A question is one query: faiss's default spreads queries over the cores, so
+            # one query's lists would be scanned by one core; these are spread instead.
+            index.parallel_mode = 1
         return cls(index, ids, positions)
 
     @property
