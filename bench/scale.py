@@ -295,8 +295,11 @@ def one_size(n: int, work: Path, real_index: Path, timeout: float, say, reuse: b
         say(f"{n}: built {built['chunks']} chunks in {build_s:.1f} s, peak RSS {build_rss:.0f} MB")
 
     path, _, _ = next(w for w in written if w[1] == 0 and 5 <= w[2] <= 20)
+    # A sentence no earlier run appended (--reuse runs again on the same corpus), so that
+    # the update has a passage to embed, not one whose vector a segment already holds.
+    runs = (corpus / path).read_text(encoding="utf-8").count("第九十九条 本办法由")
     with open(corpus / path, "a", encoding="utf-8") as fh:
-        fh.write("\n第九十九条 本办法由市人民政府负责解释，相关部门应当于每年十二月底前报告实施情况。\n")
+        fh.write(f"\n第九十九条 本办法由市人民政府负责解释，相关部门应当于每年十二月{runs + 1}日前报告实施情况。\n")
     updated, update_s, _, update_rss = child(BUILD.format(corpus=str(corpus), index=str(index)), timeout)
     assert updated["updated"] == 1 and updated["embedded"] >= 1, updated
     say(f"{n}: one-document update ({updated['embedded']} chunks embedded) {update_s:.1f} s, "
