@@ -242,7 +242,9 @@ def keeps_parity(encode: Callable[[bool], np.ndarray], notify: Notify) -> bool:
 
 
 def _native_bf16(device: str) -> bool:
-    """Whether this device computes bf16 in hardware; emulated bf16 is slower than fp32."""
+    """Whether this device computes bf16 matrix products in hardware (a CUDA GPU that does,
+    a CPU with AMX tiles). AVX-512's bf16 dot products alone are not enough: without AMX,
+    bf16 autocast built slower than fp32 (bench/core.py)."""
     import torch
 
     if device == "cuda":
@@ -251,7 +253,7 @@ def _native_bf16(device: str) -> bool:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: no cheap way to ask, and fp32 is always right
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return " amx_bf16" in flags
 
 
 class PassageEncoder:
