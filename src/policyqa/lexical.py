@@ -269,20 +269,25 @@ class _Postings:
         self.indptr = _Array(directory / "indptr.npy")
         self.indices = _Array(directory / "indices.npy")
         self.tf = _Array(directory / "tf.npy")
-        # Each row's length, mapped: a question reads those of the rows its terms occur in
-        # (all of them once, for the mean).
-        self.lengths = np.load(directory / "lengths.npy", mmap_mode="r")
+        self.lengths_file = _Array(directory / "lengths.npy")
+        self.directory = directory
         self.offset = offset  # the part's first row among all parts'
         self.live = live  # by part-local row; None when every row is live
 
     @property
     def rows(self) -> int:
-        return len(self.lengths)
+        return len(self.lengths_file)
 
     @functools.cached_property
     def dead(self) -> np.ndarray | None:
         """The deleted part-local rows, ascending; None when every row is live."""
         return np.flatnonzero(~self.live).astype(np.int32) if self.live is not None else None
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """Each row's length, mapped: a question reads those of the rows its terms occur
+        in (all of them once, for the mean)."""
+        return np.load(self.directory / "lengths.npy", mmap_mode="r")
 
     def column(self, term: str) -> int | None:
         # The array's fixed width would silently truncate a longer term in the comparison.
